@@ -1,0 +1,70 @@
+# riffq — build, run, test.  Every library comes from pkg-config (libpg_query
+# ships no .pc file, so it is linked by name).
+PY        ?= /usr/bin/python3
+CC        ?= cc
+PKGS      := libuv openssl libpq jansson python3-embed sqlite3
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpg_query
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+
+OPT      ?= -O2 -g
+WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers
+CFLAGS   += $(OPT) $(WARN) -std=gnu11 -fno-strict-aliasing -D_GNU_SOURCE \
+            -Iinclude -Isrc $(PKG_CFLAGS)
+LDLIBS   += $(PKG_LIBS) -lpthread -lm
+
+BUILD    ?= build
+VERSION  := 0.1.0
+CFLAGS   += -DRIFFQ_VERSION='"$(VERSION)"'
+
+LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+ITEST_C  := $(sort $(wildcard tests/integration/*.c))
+ITEST_BIN := $(ITEST_C:tests/integration/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test test-unit test-integration test-asan clean check-config fuzz bench
+
+all: $(BUILD)/riffq
+
+deps:
+	@./deploy/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libriffq.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/riffq: $(BUILD)/obj/src/main.o $(BUILD)/libriffq.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libriffq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/libriffq.a $(LDFLAGS) $(LDLIBS) $(CHECK_LIBS)
+
+$(BUILD)/tests/%: tests/integration/%.c $(BUILD)/libriffq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/libriffq.a $(LDFLAGS) $(LDLIBS) $(CHECK_LIBS)
+
+run: deps $(BUILD)/riffq
+	$(BUILD)/riffq --config routes/default.json
+
+test: deps $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)
+	@BUILD=$(BUILD) PY=$(PY) ./tests/run.sh
+
+test-asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	        LDFLAGS="-fsanitize=address,undefined" test
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/obj/src/main.d
+
+# fuzz targets and their rules live beside them
+-include tests/fuzz/fuzz.mk
