@@ -51,7 +51,19 @@ $(BUILD)/tests/%: tests/integration/%.c $(BUILD)/libriffq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/libriffq.a $(LDFLAGS) $(LDLIBS) $(CHECK_LIBS)
 
+RIFFQ_PORT     ?= 5433
+RIFFQ_USER     ?= riffq
+RIFFQ_PASSWORD ?= riffq
+export RIFFQ_PORT RIFFQ_USER RIFFQ_PASSWORD
+
 run: deps $(BUILD)/riffq
+	@echo
+	@echo "riffq is starting on 127.0.0.1:$(RIFFQ_PORT).  Connect from another terminal with:"
+	@echo
+	@echo "    PGPASSWORD=$(RIFFQ_PASSWORD) psql \"host=127.0.0.1 port=$(RIFFQ_PORT) user=$(RIFFQ_USER) dbname=riffq\""
+	@echo
+	@echo "Ctrl-C stops it."
+	@echo
 	$(BUILD)/riffq --config routes/default.json
 
 test: deps $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)

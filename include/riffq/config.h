@@ -23,6 +23,8 @@ typedef struct CfgListen {
     char *host;     /* TCP: host or address; NULL for a Unix socket */
     int port;       /* TCP port (1..65535) */
     char *unix_path;/* Unix socket path, or NULL for TCP */
+    char *name;     /* "host:port", "[v6addr]:port" or the Unix path: how a
+                     * route's match.listen names this listener */
 } CfgListen;
 
 typedef struct CfgUser {
@@ -50,7 +52,10 @@ typedef struct CfgStrList {
 
 typedef struct CfgRoute {
     char *name;             /* defaults to "route[N]" */
-    /* match: each list empty = not constrained */
+    /* match: each list empty = not constrained.  statement holds the lower
+     * case kind names of route_kind_name(); client holds CIDRs or bare
+     * addresses as written (validated with inet_pton); listen holds
+     * CfgListen.name values of configured listeners. */
     CfgStrList tables, schemas, statement, user, database, application_name, client, listen;
     char *regex;            /* NULL = not constrained */
     CfgTargetKind target;
@@ -65,7 +70,7 @@ typedef struct Config {
 
     CfgListen *listen; size_t n_listen;
 
-    CfgTlsMode tls_mode;    /* default: require if cert given... see README; disable without cert */
+    CfgTlsMode tls_mode;    /* default: require when cert and key are given, else disable */
     char *tls_cert;         /* resolved path or NULL */
     char *tls_key;
 

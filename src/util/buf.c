@@ -137,15 +137,21 @@ void buf_put_u32_at(Buf *b, size_t off, uint32_t v)
 
 void buf_printf(Buf *b, const char *fmt, ...)
 {
+    /* format into the spare capacity first; only a long result needs a
+     * second pass after growing */
     va_list ap;
+    buf_reserve(b, 64);
+    size_t room = b->cap - b->len;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->data + b->len, room, fmt, ap);
     va_end(ap);
     if (n < 0) return;
-    buf_reserve(b, (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n >= room) {
+        buf_reserve(b, (size_t)n + 1);
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
 }
 

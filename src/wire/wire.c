@@ -53,7 +53,12 @@ int32_t wire_get_i32(WireReader *r)
 
 const char *wire_get_str(WireReader *r)
 {
-    if (r->err) return "";
+    /* Checked before any pointer is formed: an empty body may be (NULL, 0),
+     * and NULL + 0 or memchr(NULL, 0, 0) is undefined behaviour. */
+    if (r->err || r->pos >= r->len) {
+        r->err = 1;
+        return "";
+    }
     const uint8_t *start = r->p + r->pos;
     const uint8_t *nul = memchr(start, 0, r->len - r->pos);
     if (!nul) {
@@ -163,6 +168,15 @@ int wire_decode_startup(const uint8_t *body, size_t len, WireStartup *out, RqErr
     return wire_reader_end(&r) ? malformed(err, "startup packet") : 0;
 }
 
+/* Counts in Parse and Bind are unsigned in practice: Postgres reads them with
+ * pq_getmsgint(msg, 2), which zero-extends, and libpq sends up to 65535
+ * parameters (PQ_QUERY_PARAM_MAX_LIMIT).  Treating 32768..65535 as negative
+ * would reject statements that Postgres itself accepts. */
+static uint16_t get_count(WireReader *r)
+{
+    return (uint16_t)wire_get_i16(r);
+}
+
 uint32_t wire_oid_at(const uint8_t *p, size_t i)
 {
     return be32(p + 4 * i);
@@ -174,9 +188,7 @@ int wire_decode_parse(const uint8_t *body, size_t len, WireParse *out, RqError *
     wire_reader_init(&r, body, len);
     out->name = wire_get_str(&r);
     out->query = wire_get_str(&r);
-    int16_t n = wire_get_i16(&r);
-    if (n < 0) r.err = 1;
-    out->n_types = (uint16_t)n;
+    out->n_types = get_count(&r);
     out->types = wire_get_bytes(&r, 4 * (size_t)out->n_types);
     return wire_reader_end(&r) ? malformed(err, "Parse") : 0;
 }
@@ -187,13 +199,9 @@ int wire_decode_bind(const uint8_t *body, size_t len, WireBind *out, RqError *er
     wire_reader_init(&r, body, len);
     out->portal = wire_get_str(&r);
     out->stmt = wire_get_str(&r);
-    int16_t nf = wire_get_i16(&r);
-    if (nf < 0) r.err = 1;
-    out->n_formats = (uint16_t)nf;
+    out->n_formats = get_count(&r);
     out->formats = wire_get_bytes(&r, 2 * (size_t)out->n_formats);
-    int16_t np = wire_get_i16(&r);
-    if (np < 0) r.err = 1;
-    out->n_params = (uint16_t)np;
+    out->n_params = get_count(&r);
     out->params = r.err ? NULL : r.p + r.pos;
     for (uint16_t i = 0; i < out->n_params && !r.err; i++) {
         int32_t vlen = wire_get_i32(&r);
@@ -201,9 +209,7 @@ int wire_decode_bind(const uint8_t *body, size_t len, WireBind *out, RqError *er
         else if (vlen > 0) wire_get_bytes(&r, (size_t)vlen);
     }
     out->params_len = r.err ? 0 : (size_t)(r.p + r.pos - out->params);
-    int16_t nr = wire_get_i16(&r);
-    if (nr < 0) r.err = 1;
-    out->n_result_formats = (uint16_t)nr;
+    out->n_result_formats = get_count(&r);
     out->result_formats = wire_get_bytes(&r, 2 * (size_t)out->n_result_formats);
     if (wire_reader_end(&r)) return malformed(err, "Bind");
     if (out->n_formats > 1 && out->n_formats != out->n_params) {

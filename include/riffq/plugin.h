@@ -1,0 +1,89 @@
+/*
+ * Python plugins: an embedded CPython interpreter (Debian's libpython3)
+ * with a `riffq` module, running handlers on worker threads so Python never
+ * runs on the event-loop thread.
+ *
+ * A PlugQuery is one handler invocation.  The worker converts what the
+ * handler returns (rows + columns, a DataFrame, a generator of batches, a
+ * command tag, or an exception) into column descriptions and DataRow
+ * messages already encoded in the client's requested formats; the loop only
+ * copies bytes.  Results stream in batches with backpressure: the worker
+ * produces the next batch only after the loop fetched the previous one.
+ */
+#ifndef RIFFQ_PLUGIN_H
+#define RIFFQ_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "riffq/buf.h"
+#include "riffq/config.h"
+#include "riffq/error.h"
+#include "riffq/result.h"
+
+typedef struct PlugEngine PlugEngine;
+typedef struct PlugQuery PlugQuery;
+
+/* Start the interpreter and import every plugin in cfg.  A plugin that
+ * fails to import does not stop the engine: it is recorded, logged, and its
+ * queries fail with a clear error.  n_workers: handler threads. */
+PlugEngine *plug_engine_new(uv_loop_t *loop, const Config *cfg, int n_workers, char **errmsg);
+/* Re-import the plugins of cfg (SIGHUP). */
+int plug_engine_reload(PlugEngine *e, const Config *cfg, char **errmsg);
+void plug_engine_free(PlugEngine *e);
+
+/* Tables a plugin registered with riffq.register_table (for routing). */
+typedef struct PlugTable {
+    const char *schema;
+    const char *name;
+} PlugTable;
+size_t plug_engine_tables(PlugEngine *e, const char *plugin, const PlugTable **out);
+
+typedef struct PlugCtx {
+    const char *user;
+    const char *database;
+    const char *application_name;
+    const char *route;
+    int32_t session_id;         /* ctx dict for session state is kept per session id */
+} PlugCtx;
+
+/* Called on the loop thread whenever the query made progress: columns are
+ * known, a batch of rows is ready, or it finished (done or error). */
+typedef void (*PlugReadyCb)(void *ud);
+
+/* Start a handler call.  params: text values (NULL = SQL NULL) with their
+ * type OIDs; formats: result format codes per Bind's 0/1/n rule.
+ * describe_only: the client wants the columns only (Describe before
+ * Execute): handlers see it as ctx["describe"] = True. */
+PlugQuery *plug_query_start(PlugEngine *e, const char *plugin, const char *sql,
+                            const char *const *params, const uint32_t *param_types,
+                            uint16_t n_params, const uint8_t *formats, uint16_t n_formats,
+                            const PlugCtx *ctx, int describe_only,
+                            PlugReadyCb cb, void *ud);
+
+typedef enum {
+    PLUG_RUNNING = 0,       /* nothing new yet; cb will be called */
+    PLUG_COLUMNS,           /* columns known (plug_query_columns), maybe rows */
+    PLUG_DONE,              /* all rows fetched; tag available */
+    PLUG_FAILED             /* error available */
+} PlugState;
+
+PlugState plug_query_state(PlugQuery *q);
+/* Column descriptions (valid once state >= PLUG_COLUMNS; n = 0 and
+ * returns_rows = 0 for a command-only result). */
+const RqResult *plug_query_columns(PlugQuery *q);
+/* Move up to max_rows (0 = all available) encoded DataRow messages into
+ * out.  Returns the number of rows moved; when none are buffered and the
+ * handler is not finished, returns 0 and cb fires when more arrive. */
+size_t plug_query_fetch(PlugQuery *q, size_t max_rows, Buf *out);
+/* Whether every row has been fetched (then the tag is final). */
+int plug_query_finished(PlugQuery *q);
+const char *plug_query_tag(PlugQuery *q);          /* e.g. "SELECT 42", "INSERT 0 3" */
+const RqError *plug_query_error(PlugQuery *q);
+/* Interrupt the handler (CancelRequest, statement_timeout): it finishes
+ * with 57014. */
+void plug_query_cancel(PlugQuery *q);
+/* Free; a running handler is cancelled and freed when its worker returns. */
+void plug_query_free(PlugQuery *q);
+
+#endif

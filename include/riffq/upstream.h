@@ -1,0 +1,99 @@
+/*
+ * Upstream Postgres connections and pools.
+ *
+ * Connections are opened by libpq (PQconnectStart/PQconnectPoll driven by
+ * uv_poll on the loop; never a blocking call), so every conninfo option,
+ * upstream TLS and SCRAM work as libpq implements them.  Once connected, the
+ * connection is used as a raw protocol stream: the session relays protocol
+ * messages to it and reads the server's messages back without libpq
+ * re-encoding anything (reads and writes go through libpq's SSL object when
+ * the upstream uses TLS, else straight to the socket).  libpq keeps owning
+ * the PGconn for cancel requests and for closing.
+ *
+ * A pool per upstream (and per user/database when the conninfo leaves those
+ * to the client) hands out idle connections, opens new ones up to
+ * pool_size, and queues acquirers beyond that with a timeout.  A released
+ * connection is reset before reuse.
+ */
+#ifndef RIFFQ_UPSTREAM_H
+#define RIFFQ_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "riffq/buf.h"
+#include "riffq/config.h"
+#include "riffq/error.h"
+
+typedef struct UpPool UpPool;
+typedef struct UpConn UpConn;
+typedef struct UpWait UpWait;
+
+/* Called on the loop thread with a connection in idle state (ReadyForQuery
+ * 'I' received, nothing pending), or with conn NULL and err set (08006
+ * connection failure with libpq's message, 53300 pool wait timeout, ...).
+ * err is owned by the callee for the duration of the call only. */
+typedef void (*UpAcquireCb)(void *ud, UpConn *conn, RqError *err);
+
+typedef struct UpPoolOpts {
+    int pool_size;              /* max server connections per (user, database) key */
+    int min_pool_size;
+    int idle_timeout_ms;        /* close idle connections beyond min after this; 0 = never */
+    int lifetime_ms;            /* close connections older than this at release; 0 = never */
+    int wait_timeout_ms;        /* max time an acquirer waits in the queue */
+    int connect_timeout_ms;
+    const char *reset_query;    /* sent at release before reuse, e.g. "DISCARD ALL"; NULL = none */
+} UpPoolOpts;
+
+UpPool *up_pool_new(uv_loop_t *loop, const char *name, const char *conninfo, const UpPoolOpts *opts);
+/* Close idle connections now and the others when they are released; frees
+ * the pool when the last connection is gone. */
+void up_pool_free(UpPool *p);
+
+/* Get a connection for (user, database).  user/database are used only when
+ * the conninfo does not fix them (dbname=/user= absent).  Returns a wait
+ * handle while queued (may be NULL when cb was already called). */
+UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
+                        UpAcquireCb cb, void *ud);
+void up_wait_cancel(UpWait *w);     /* cb is not called after this */
+
+/* Give a connection back.  reusable = 0 closes it (protocol state unknown,
+ * e.g. the client vanished mid-result).  Runs reset_query first when set. */
+void up_pool_release(UpPool *p, UpConn *c, int reusable);
+
+/* ---- raw protocol I/O on an acquired connection ---- */
+
+typedef struct UpConnCb {
+    void *ud;
+    /* bytes from the server (any split: the receiver frames messages) */
+    void (*on_data)(void *ud, const uint8_t *data, size_t len);
+    /* the connection broke (08006 with a message); it is unusable after */
+    void (*on_error)(void *ud, RqError *err);
+} UpConnCb;
+
+void up_conn_attach(UpConn *c, const UpConnCb *cb);    /* starts reading */
+void up_conn_detach(UpConn *c);                        /* stops delivering */
+/* Queue bytes for the server (copied); written as the socket allows. */
+void up_conn_send(UpConn *c, const void *data, size_t len);
+void up_conn_pause(UpConn *c);      /* stop reading (client is slow) */
+void up_conn_resume(UpConn *c);
+/* Ask the server to cancel what this connection runs (libpq's cancel API,
+ * run off the loop because PQcancel blocks). */
+void up_conn_cancel(UpConn *c);
+/* Server parameter values reported at connect (server_version, ...). */
+const char *up_conn_parameter(const UpConn *c, const char *name);
+int up_conn_backend_pid(const UpConn *c);
+
+/* One pointer of session-layer state per server connection (the relay keeps
+ * the set of statements prepared on it there); freed with free_fn when the
+ * connection closes, and cleared by the pool when a reset query runs. */
+void *up_conn_slot(const UpConn *c);
+void up_conn_set_slot(UpConn *c, void *data, void (*free_fn)(void *));
+
+typedef struct UpPoolStats {
+    int active, idle, connecting, waiting;
+    uint64_t total_acquired, total_opened, total_failed;
+} UpPoolStats;
+void up_pool_stats(const UpPool *p, UpPoolStats *out);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * riffq: command line, configuration load, signals, start and stop.
+ *
+ *   riffq --config FILE            run the gateway
+ *   riffq --config FILE --check    validate FILE: exit 0, or 1 with the error
+ *
+ * SIGINT/SIGTERM stop the gateway (sessions get 57P01 and are closed);
+ * SIGHUP reloads the route file for new connections and keeps the old one
+ * when the new file is invalid.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <uv.h>
+#include <pg_query.h>
+#include <openssl/ssl.h>
+#include "riffq/buf.h"
+#include "riffq/config.h"
+#include "riffq/log.h"
+#include "riffq/server.h"
+
+typedef struct App {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm, sighup;
+    Server *srv;
+    char *config_path;
+} App;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: riffq --config FILE [--check]\n"
+        "\n"
+        "A PostgreSQL wire-compatible gateway: routes each statement to an upstream\n"
+        "Postgres, a Python plugin, the emulated catalog, or answers it itself.\n"
+        "\n"
+        "Options:\n"
+        "  -c, --config FILE   route file (JSON); see README.md\n"
+        "      --check         validate the route file and exit (0 = valid)\n"
+        "  -h, --help          show this help and exit\n"
+        "  -V, --version       show the version and exit\n");
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    App *app = s->data;
+    log_info("received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    server_stop(app->srv);
+    uv_signal_stop(&app->sigint);
+    uv_signal_stop(&app->sigterm);
+    uv_signal_stop(&app->sighup);
+    uv_close((uv_handle_t *)&app->sigint, NULL);
+    uv_close((uv_handle_t *)&app->sigterm, NULL);
+    uv_close((uv_handle_t *)&app->sighup, NULL);
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    App *app = s->data;
+    char *err = NULL;
+    (void)signum;
+    Config *cfg = cfg_load(app->config_path, &err);
+    if (!cfg || server_reload(app->srv, cfg, &err) < 0) {
+        log_error("reload failed, keeping the current configuration: %s", err ? err : "?");
+        free(err);
+        return;
+    }
+    log_info("reloaded %s", app->config_path);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check", no_argument, NULL, 'k' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *config = NULL;
+    int check = 0, ch;
+    while ((ch = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config = optarg; break;
+        case 'k': check = 1; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("riffq %s\n", RIFFQ_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc || !config) {
+        usage(stderr);
+        return 2;
+    }
+    char *err = NULL;
+    Config *cfg = cfg_load(config, &err);
+    if (!cfg) {
+        fprintf(stderr, "riffq: %s\n", err);
+        free(err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: OK (%zu listener(s), %zu route(s))\n", config, cfg->n_listen, cfg->n_routes);
+        cfg_free(cfg);
+        return 0;
+    }
+    LogLevel lvl = LOG_INFO;
+    if (cfg->log_level) log_parse_level(cfg->log_level, &lvl);
+    log_set_level(lvl);
+
+    App app = {0};
+    app.config_path = xstrdup(config);
+    uv_loop_init(&app.loop);
+    app.srv = server_new(&app.loop, cfg, &err);
+    int rc = 0;
+    if (!app.srv || server_listen(app.srv, &err) < 0) {
+        fprintf(stderr, "riffq: %s\n", err);
+        free(err);
+        rc = 1;
+        if (app.srv) server_stop(app.srv);
+    } else {
+        uv_signal_init(&app.loop, &app.sigint);
+        uv_signal_init(&app.loop, &app.sigterm);
+        uv_signal_init(&app.loop, &app.sighup);
+        app.sigint.data = app.sigterm.data = app.sighup.data = &app;
+        uv_signal_start(&app.sigint, on_stop_signal, SIGINT);
+        uv_signal_start(&app.sigterm, on_stop_signal, SIGTERM);
+        uv_signal_start(&app.sighup, on_hup, SIGHUP);
+        signal(SIGPIPE, SIG_IGN);
+        log_info("riffq %s ready", RIFFQ_VERSION);
+        uv_run(&app.loop, UV_RUN_DEFAULT);
+    }
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    uv_walk(&app.loop, close_walk, NULL);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
+    server_free(app.srv);
+    uv_loop_close(&app.loop);
+    free(app.config_path);
+    pg_query_exit();
+    log_info("stopped");
+    return rc;
+}

@@ -1,0 +1,42 @@
+/*
+ * The gateway's own answers: SELECTs without a FROM clause over literals,
+ * parameters and a handful of session functions (what clients send to ping
+ * and to learn about the server), and SHOW/SET/RESET.  Transaction control
+ * stays in the session because it owns the transaction state.
+ */
+#ifndef RIFFQ_SESSION_LOCAL_H
+#define RIFFQ_SESSION_LOCAL_H
+
+#include <stdint.h>
+#include "riffq/result.h"
+#include "riffq/route.h"
+#include "settings.h"
+
+typedef struct LocalCtx {
+    SessSettings *settings;
+    const char *user;
+    const char *database;
+    const char *server_version;
+    int32_t pid;
+    int in_xact;
+    const char *sql;            /* full query text the statement came from (for error positions) */
+} LocalCtx;
+
+/* Parameter count and types of a statement: declared types win, others are
+ * inferred from casts ($1::int4), else text.  *n_out is the highest $N
+ * referenced or declared.  types_out must hold WIRE_MAX_PARAMS entries. */
+void local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n_declared,
+                       uint32_t *types_out, uint16_t *n_out);
+
+/* Whether the local engine answers this statement at all. */
+int local_handles(const RouteStmt *st);
+
+/* Run (params != NULL) or only describe (params == NULL: columns, no rows,
+ * no side effects) a statement.  params are text values, NULL = SQL NULL. */
+int local_run(LocalCtx *ctx, const RouteStmt *st, const char *const *params, uint16_t n_params,
+              const uint32_t *param_types, RqResult *out, RqError *err);
+
+/* The error for a statement nothing can answer (no route). */
+void local_no_route(const LocalCtx *ctx, const RouteStmt *st, RqError *err);
+
+#endif

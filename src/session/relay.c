@@ -1,0 +1,533 @@
+/*
+ * Statements relayed to an upstream Postgres (see session_int.h).
+ *
+ * Client messages go to the server as they arrive, so pipelining clients
+ * keep their pipeline; for each one the relay queues the answer it expects
+ * (RelayAct) and walks the server's messages against that queue.  The
+ * queue is what lets the gateway
+ *   - inject messages of its own (a Parse a pooled server has not seen, a
+ *     BEGIN for a transaction that started locally) and drop their answers,
+ *   - answer some messages itself in the right position (ParseComplete for
+ *     a statement the server already has, CloseComplete for a client Close
+ *     of a statement the server keeps cached),
+ *   - know when the server is idle, so transaction pooling can hand the
+ *     connection to another client exactly at a transaction boundary.
+ *
+ * Named prepared statements are renamed on the server to a hash of their
+ * text and parameter types ("rq" + 16 hex digits), and every server
+ * connection remembers which of those it holds (in its UpConn slot).  A
+ * client's statement therefore works on whichever pooled connection its
+ * next transaction lands on: if that server lacks it, a Parse is injected
+ * before the Bind.  Different clients preparing the same text share one
+ * server-side statement.
+ *
+ * Server messages are relayed byte for byte; only headers are read, plus
+ * the status byte of ReadyForQuery.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "riffq/log.h"
+#include "riffq/wire.h"
+#include "session_int.h"
+
+#define RELAY_PAUSE_BYTES (1024 * 1024)
+#define SERVER_MAX_MESSAGE (1024u * 1024 * 1024)
+
+/* ---- the set of statements a server connection holds ---- */
+
+typedef struct SrvStmts {
+    char (*names)[24];
+    size_t n, cap;
+} SrvStmts;
+
+static void srv_stmts_free(void *p)
+{
+    SrvStmts *ss = p;
+    free(ss->names);
+    free(ss);
+}
+
+static SrvStmts *srv_stmts(UpConn *c)
+{
+    SrvStmts *ss = up_conn_slot(c);
+    if (!ss) {
+        ss = xcalloc(1, sizeof *ss);
+        up_conn_set_slot(c, ss, srv_stmts_free);
+    }
+    return ss;
+}
+
+static int srv_has(UpConn *c, const char *name)
+{
+    SrvStmts *ss = srv_stmts(c);
+    for (size_t i = 0; i < ss->n; i++)
+        if (!strcmp(ss->names[i], name)) return 1;
+    return 0;
+}
+
+static void srv_add(UpConn *c, const char *name)
+{
+    SrvStmts *ss = srv_stmts(c);
+    if (ss->n == ss->cap) {
+        ss->cap = ss->cap ? ss->cap * 2 : 8;
+        ss->names = xrealloc(ss->names, ss->cap * sizeof *ss->names);
+    }
+    snprintf(ss->names[ss->n++], sizeof ss->names[0], "%s", name);
+}
+
+static void srv_remove(UpConn *c, const char *name)
+{
+    SrvStmts *ss = srv_stmts(c);
+    for (size_t i = 0; i < ss->n; i++) {
+        if (!strcmp(ss->names[i], name)) {
+            memmove(ss->names[i], ss->names[ss->n - 1], sizeof ss->names[0]);
+            ss->n--;
+            return;
+        }
+    }
+}
+
+/* ---- the answer queue ---- */
+
+void relay_init(Relay *r)
+{
+    memset(r, 0, sizeof *r);
+    r->upstream = -1;
+}
+
+static size_t acts_len(const Relay *r)
+{
+    return r->tail - r->head;
+}
+
+static void act_push(Relay *r, uint8_t kind, uint8_t msg, uint8_t sub, uint8_t synth, const char *srv_name)
+{
+    if (r->head > 0 && r->head == r->tail) r->head = r->tail = 0;
+    if (r->tail == r->cap) {
+        if (r->head > 0) {
+            memmove(r->acts, r->acts + r->head, acts_len(r) * sizeof *r->acts);
+            r->tail -= r->head;
+            r->head = 0;
+        } else {
+            r->cap = r->cap ? r->cap * 2 : 16;
+            r->acts = xrealloc(r->acts, r->cap * sizeof *r->acts);
+        }
+    }
+    RelayAct *a = &r->acts[r->tail++];
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    a->msg = msg;
+    a->sub = sub;
+    a->synth = synth;
+    a->srv_name = srv_name ? xstrdup(srv_name) : NULL;
+}
+
+static void act_pop(Relay *r)
+{
+    free(r->acts[r->head].srv_name);
+    r->head++;
+}
+
+static void acts_clear(Relay *r)
+{
+    while (acts_len(r)) act_pop(r);
+}
+
+int relay_busy(const Session *s)
+{
+    return acts_len(&s->relay) > 0;
+}
+
+/* Answers the gateway gives itself once they reach the head of the queue. */
+static void emit_synth(Session *s)
+{
+    Relay *r = &s->relay;
+    while (acts_len(r) && r->acts[r->head].kind == ACT_SYNTH) {
+        wire_simple(s->out, r->acts[r->head].synth);
+        act_pop(r);
+    }
+}
+
+/* ---- server connection lifetime ---- */
+
+static CfgPoolMode pool_mode(const Session *s, int up)
+{
+    return s->cfg->upstreams[up].pool_mode;
+}
+
+void relay_detach(Session *s, int reusable)
+{
+    Relay *r = &s->relay;
+    if (r->wait) {
+        up_wait_cancel(r->wait);
+        r->wait = NULL;
+    }
+    if (r->conn) {
+        up_conn_detach(r->conn);
+        if (r->paused) up_conn_resume(r->conn);
+        int idle = reusable && !r->broken && acts_len(r) == 0 && !r->copy_in;
+        up_pool_release(s->env->pools[r->upstream], r->conn, idle);
+        r->conn = NULL;
+    }
+    acts_clear(r);
+    buf_free(&r->in);
+    r->upstream = -1;
+    r->paused = 0;
+    r->copy_in = 0;
+    r->skipping = 0;
+    r->broken = 0;
+}
+
+static void maybe_release(Session *s)
+{
+    Relay *r = &s->relay;
+    if (!r->conn || acts_len(r) || r->copy_in) return;
+    if (s->xact == 'I' && pool_mode(s, r->upstream) == POOL_TRANSACTION)
+        relay_detach(s, 1);
+}
+
+static void after_drain(Session *s)
+{
+    Relay *r = &s->relay;
+    if (acts_len(r) == 0 && r->want_resume) {
+        r->want_resume = 0;
+        sess_done_waiting(s);
+    }
+}
+
+/* ---- server -> client ---- */
+
+static void handle_server_msg(Session *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+    Relay *r = &s->relay;
+    /* messages the server may send at any time */
+    if (type == 'N' || type == 'A' || type == 'S') {
+        buf_append(s->out, msg, total);
+        return;
+    }
+    if (!acts_len(r)) {
+        /* nothing expected: relay it so the client sees what happened */
+        log_warn("session %d: unexpected message '%c' from upstream", s->pid, type);
+        buf_append(s->out, msg, total);
+        return;
+    }
+    RelayAct *a = &r->acts[r->head];
+    /* an error always reaches the client, even for an injected message:
+     * the client's own statement depended on it */
+    if (a->kind == ACT_PASS || type == 'E') buf_append(s->out, msg, total);
+
+    int done = 0;
+    switch (type) {
+    case 'E':
+        if (a->msg == 'Q') break;   /* ReadyForQuery still ends it */
+        if (a->msg == 'P' && a->srv_name && r->conn) srv_remove(r->conn, a->srv_name);
+        act_pop(r);
+        /* the server now ignores everything up to Sync */
+        while (acts_len(r) && r->acts[r->head].msg != 'S') act_pop(r);
+        if (acts_len(r) == 0) s->skip_to_sync = 1;
+        emit_synth(s);
+        return;
+    case 'Z':
+        if (total >= 6) s->xact = (char)msg[5];
+        if (s->xact != 'I') {
+            s->xact_target.kind = TARGET_UPSTREAM;
+            s->xact_target.index = r->upstream;
+        }
+        done = 1;
+        break;
+    case '1': case '2': case '3': case 'n':
+        done = 1;
+        break;
+    case 'T':
+        done = a->msg == 'D';
+        break;
+    case 'C': case 'I': case 's':
+        done = a->msg == 'E';
+        break;
+    case 'G':
+        /* COPY FROM STDIN: the client's CopyData must flow now */
+        r->copy_in = 1;
+        if (s->waiting && !s->in_handle) sess_done_waiting(s);
+        break;
+    default:
+        break;
+    }
+    if (done) {
+        act_pop(r);
+        emit_synth(s);
+    }
+}
+
+static void on_server_data(void *ud, const uint8_t *data, size_t len)
+{
+    Session *s = ud;
+    Relay *r = &s->relay;
+    const uint8_t *p = data;
+    size_t n = len;
+    if (r->in.len) {
+        buf_append(&r->in, data, len);
+        p = (const uint8_t *)r->in.data;
+        n = r->in.len;
+    }
+    size_t off = 0;
+    RqError err = {0};
+    while (off < n) {
+        uint8_t type;
+        const uint8_t *body;
+        size_t blen, total;
+        int rc = wire_frame(p + off, n - off, SERVER_MAX_MESSAGE, &type, &body, &blen, &total, &err);
+        if (rc == 0) break;
+        if (rc < 0) {
+            rq_error_free(&err);
+            log_error("session %d: invalid message from upstream", s->pid);
+            r->broken = 1;
+            break;
+        }
+        handle_server_msg(s, type, p + off, total);
+        off += total;
+        if (!r->conn) break;
+    }
+    if (r->in.len) {
+        buf_consume(&r->in, off);
+    } else if (off < n) {
+        buf_append(&r->in, p + off, n - off);
+    }
+    if (r->in.len == 0 && r->in.cap > 65536) buf_free(&r->in);
+    s->io.flush(s->io.ctx);
+    if (r->conn && !r->paused && s->io.queued(s->io.ctx) > RELAY_PAUSE_BYTES) {
+        /* slow client: stop reading the server so nothing piles up here */
+        r->paused = 1;
+        up_conn_pause(r->conn);
+    }
+    if (r->broken) {
+        relay_detach(s, 0);
+        return;
+    }
+    maybe_release(s);
+    after_drain(s);
+}
+
+static void on_server_error(void *ud, RqError *err)
+{
+    Session *s = ud;
+    Relay *r = &s->relay;
+    int expecting_ready = 0;
+    for (size_t i = r->head; i < r->tail; i++)
+        if (r->acts[i].msg == 'Q' || r->acts[i].msg == 'S') expecting_ready = 1;
+    if (acts_len(r)) {
+        wire_error(s->out, err);
+        if (expecting_ready) {
+            s->xact = 'I';
+            wire_ready(s->out, 'I');
+        } else {
+            s->skip_to_sync = 1;
+        }
+    }
+    log_warn("session %d: upstream \"%s\" failed: %s", s->pid,
+             s->cfg->upstreams[r->upstream].name, err->message ? err->message : "?");
+    r->broken = 1;
+    if (s->xact_target.kind == TARGET_UPSTREAM) s->xact = 'I';
+    relay_detach(s, 0);
+    s->io.flush(s->io.ctx);
+    if (s->waiting && !s->in_handle) sess_done_waiting(s);
+}
+
+/* ---- client -> server ---- */
+
+static void send_parse(Session *s, const Prepared *ps)
+{
+    Buf m;
+    buf_init(&m);
+    size_t off = wire_begin(&m, 'P');
+    buf_append_cstr(&m, ps->srv_name);
+    buf_append_cstr(&m, ps->sql);
+    buf_append_u16(&m, ps->n_decl);
+    for (uint16_t i = 0; i < ps->n_decl; i++) buf_append_u32(&m, ps->decl_types[i]);
+    wire_end(&m, off);
+    up_conn_send(s->relay.conn, m.data, m.len);
+    buf_free(&m);
+}
+
+/* Make sure the server holds ps, injecting a Parse whose answer is dropped. */
+static void ensure_prepared(Session *s, const Prepared *ps)
+{
+    Relay *r = &s->relay;
+    if (srv_has(r->conn, ps->srv_name)) return;
+    send_parse(s, ps);
+    srv_add(r->conn, ps->srv_name);
+    act_push(r, ACT_SWALLOW, 'P', 0, 0, ps->srv_name);
+}
+
+/* Re-send a message with the statement name field replaced. */
+static void send_renamed(Session *s, uint8_t type, const uint8_t *prefix, size_t prefix_len,
+                         const char *name, const uint8_t *rest, size_t rest_len)
+{
+    Buf m;
+    buf_init(&m);
+    size_t off = wire_begin(&m, type);
+    buf_append(&m, prefix, prefix_len);
+    buf_append_cstr(&m, name);
+    buf_append(&m, rest, rest_len);
+    wire_end(&m, off);
+    up_conn_send(s->relay.conn, m.data, m.len);
+    buf_free(&m);
+}
+
+static void send_raw(Session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    uint8_t hdr[5] = { type, (uint8_t)((len + 4) >> 24), (uint8_t)((len + 4) >> 16),
+                       (uint8_t)((len + 4) >> 8), (uint8_t)(len + 4) };
+    up_conn_send(s->relay.conn, hdr, 5);
+    if (len) up_conn_send(s->relay.conn, body, len);
+}
+
+static void forward(Session *s, uint8_t type, const uint8_t *body, size_t len, Prepared *ps)
+{
+    Relay *r = &s->relay;
+    if (r->need_begin) {
+        /* the client said BEGIN before anything reached this upstream */
+        static const char begin[] = "BEGIN";
+        r->need_begin = 0;
+        act_push(r, ACT_SWALLOW, 'Q', 0, 0, NULL);
+        send_raw(s, 'Q', (const uint8_t *)begin, sizeof begin);
+    }
+    switch (type) {
+    case 'Q':
+        act_push(r, ACT_PASS, 'Q', 0, 0, NULL);
+        send_raw(s, type, body, len);
+        break;
+    case 'P': {
+        const char *name = (const char *)body;
+        if (!name[0] || !ps) {
+            act_push(r, ACT_PASS, 'P', 0, 0, NULL);
+            send_raw(s, type, body, len);
+        } else if (srv_has(r->conn, ps->srv_name)) {
+            act_push(r, ACT_SYNTH, 'P', 0, '1', NULL);
+        } else {
+            send_parse(s, ps);
+            srv_add(r->conn, ps->srv_name);
+            act_push(r, ACT_PASS, 'P', 0, 0, ps->srv_name);
+        }
+        break;
+    }
+    case 'B': {
+        size_t plen = strnlen((const char *)body, len) + 1;
+        const char *stmt = (const char *)body + plen;
+        size_t slen = plen < len ? strnlen(stmt, len - plen) + 1 : 0;
+        if (ps && ps->name[0] && plen + slen <= len) {
+            ensure_prepared(s, ps);
+            send_renamed(s, 'B', body, plen, ps->srv_name, body + plen + slen, len - plen - slen);
+        } else {
+            send_raw(s, type, body, len);
+        }
+        act_push(r, ACT_PASS, 'B', 0, 0, NULL);
+        break;
+    }
+    case 'D': case 'C': {
+        uint8_t sub = len ? body[0] : 'P';
+        if (sub == 'S' && ps && ps->name[0]) {
+            if (type == 'C') {
+                /* the server keeps the statement for whoever prepares the
+                 * same text next; the client only sees it closed */
+                act_push(r, ACT_SYNTH, 'C', 'S', '3', NULL);
+                break;
+            }
+            ensure_prepared(s, ps);
+            send_renamed(s, 'D', body, 1, ps->srv_name, NULL, 0);
+        } else {
+            send_raw(s, type, body, len);
+        }
+        act_push(r, ACT_PASS, type, sub, 0, NULL);
+        break;
+    }
+    case 'E':
+        act_push(r, ACT_PASS, 'E', 0, 0, NULL);
+        send_raw(s, type, body, len);
+        break;
+    case 'S':
+        act_push(r, ACT_PASS, 'S', 0, 0, NULL);
+        send_raw(s, type, body, len);
+        break;
+    case 'c': case 'f':
+        r->copy_in = 0;
+        send_raw(s, type, body, len);
+        break;
+    default:    /* 'H' Flush, 'd' CopyData */
+        send_raw(s, type, body, len);
+        break;
+    }
+    emit_synth(s);
+}
+
+static void on_acquired(void *ud, UpConn *conn, RqError *err)
+{
+    Session *s = ud;
+    Relay *r = &s->relay;
+    r->wait = NULL;
+    if (!conn) {
+        /* the client's message was not consumed: answer it with the error
+         * and let the session go on */
+        wire_error(s->out, err);
+        if (s->xact == 'T') s->xact = 'E';
+        s->skip_to_sync = 1;
+        r->upstream = -1;
+        r->acquire_failed = 1;
+        s->io.flush(s->io.ctx);
+        if (!s->in_handle) sess_done_waiting(s);
+        return;
+    }
+    r->conn = conn;
+    UpConnCb cb = { .ud = s, .on_data = on_server_data, .on_error = on_server_error };
+    up_conn_attach(conn, &cb);
+    if (!s->in_handle) sess_done_waiting(s);
+}
+
+SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *body, size_t len,
+                         Prepared *ps)
+{
+    Relay *r = &s->relay;
+    if (r->acquire_failed) {
+        /* the error was sent when the acquire failed; this message is the
+         * one that triggered it */
+        r->acquire_failed = 0;
+        if (type == 'Q') {
+            s->skip_to_sync = 0;
+            wire_ready(s->out, s->xact);
+        }
+        return SESS_OK;
+    }
+    if (!r->conn) {
+        if (!r->wait) {
+            r->upstream = upstream;
+            r->wait = up_pool_acquire(s->env->pools[upstream], s->user, s->database, on_acquired, s);
+        }
+        if (!r->conn) return r->acquire_failed ? relay_message(s, upstream, type, body, len, ps)
+                                               : SESS_RETRY;
+    }
+    forward(s, type, body, len, ps);
+    return SESS_OK;
+}
+
+void relay_cancel(Session *s)
+{
+    if (s->relay.conn && relay_busy(s)) up_conn_cancel(s->relay.conn);
+}
+
+void relay_output_drained(Session *s)
+{
+    Relay *r = &s->relay;
+    if (r->paused && r->conn) {
+        r->paused = 0;
+        up_conn_resume(r->conn);
+    }
+}
+
+/* Wait for the server to answer everything relayed so far: asks it to
+ * flush what it holds for us (the answers to Parse/Bind/Execute stay in the
+ * server's buffer until Sync or Flush). */
+void relay_flush_server(Session *s)
+{
+    if (s->relay.conn && relay_busy(s)) send_raw(s, 'H', NULL, 0);
+    s->relay.want_resume = 1;
+}

@@ -1,0 +1,988 @@
+/*
+ * The per-client protocol state machine (see include/riffq/session.h).
+ *
+ * Simple query: parse the whole string once, run the statements in order,
+ * stop at the first error, then ReadyForQuery.  Extended query: Parse keeps a
+ * Prepared (the parse tree and parameter types), Bind makes a Portal holding
+ * text parameters and result formats, Execute runs the portal once and then
+ * pages through its materialized result honouring the row limit.  After an
+ * error, extended-protocol messages are discarded until Sync, as Postgres
+ * does, so a pipelining client resynchronizes at a known point.
+ *
+ * Transaction status (I/T/E) is tracked here from the statements that run;
+ * in state E only ROLLBACK, COMMIT (answered as ROLLBACK) and ROLLBACK TO are
+ * accepted.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "riffq/log.h"
+#include "riffq/pgtypes.h"
+#include "riffq/result.h"
+#include "riffq/route.h"
+#include "riffq/upstream.h"
+#include "riffq/session.h"
+#include "riffq/wire.h"
+#include "local.h"
+#include "session_int.h"
+#include "settings.h"
+
+/* ---- helpers ---- */
+
+static void send_error(Session *s, RqError *err)
+{
+    wire_error(s->out, err);
+    if (s->xact == 'T') s->xact = 'E';
+    rq_error_free(err);
+}
+
+static void send_warning(Session *s, const char *sqlstate, const char *msg)
+{
+    RqError w = {0};
+    rq_error_set(&w, sqlstate, "%s", msg);
+    w.severity = xstrdup("WARNING");
+    wire_notice(s->out, &w);
+    rq_error_free(&w);
+}
+
+static void ready(Session *s)
+{
+    sess_settings_report(&s->settings, s->out);
+    wire_ready(s->out, s->xact);
+}
+
+static void prepared_unref(Prepared *p)
+{
+    if (--p->refs > 0) return;
+    free(p->name);
+    free(p->sql);
+    route_parse_free(&p->parse);
+    free(p->types);
+    free(p->decl_types);
+    free(p);
+}
+
+static Prepared *find_stmt(Session *s, const char *name)
+{
+    for (Prepared *p = s->stmts; p; p = p->next)
+        if (!strcmp(p->name, name)) return p;
+    return NULL;
+}
+
+static void drop_stmt(Session *s, const char *name)
+{
+    for (Prepared **pp = &s->stmts; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->name, name)) {
+            Prepared *p = *pp;
+            *pp = p->next;
+            prepared_unref(p);
+            return;
+        }
+    }
+}
+
+static void portal_free(Portal *p)
+{
+    free(p->name);
+    prepared_unref(p->ps);
+    for (uint16_t i = 0; i < p->n_params; i++) free(p->params[i]);
+    free(p->params);
+    free(p->formats);
+    rq_result_free(&p->res);
+    free(p);
+}
+
+static Portal *find_portal(Session *s, const char *name)
+{
+    for (Portal *p = s->portals; p; p = p->next)
+        if (!strcmp(p->name, name)) return p;
+    return NULL;
+}
+
+static void drop_portal(Session *s, const char *name)
+{
+    for (Portal **pp = &s->portals; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->name, name)) {
+            Portal *p = *pp;
+            *pp = p->next;
+            portal_free(p);
+            return;
+        }
+    }
+}
+
+static void drop_all_portals(Session *s)
+{
+    while (s->portals) {
+        Portal *p = s->portals;
+        s->portals = p->next;
+        portal_free(p);
+    }
+}
+
+static void drop_all_stmts(Session *s)
+{
+    while (s->stmts) {
+        Prepared *p = s->stmts;
+        s->stmts = p->next;
+        prepared_unref(p);
+    }
+}
+
+static void clear_savepoints(Session *s)
+{
+    for (size_t i = 0; i < s->n_savepoints; i++) free(s->savepoints[i]);
+    free(s->savepoints);
+    s->savepoints = NULL;
+    s->n_savepoints = 0;
+}
+
+static void end_xact(Session *s, int commit)
+{
+    sess_settings_xact_end(&s->settings, commit);
+    s->xact_target = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+    clear_savepoints(s);
+    s->xact = 'I';
+    /* portals live until their transaction ends, as in Postgres */
+    drop_all_portals(s);
+}
+
+static LocalCtx local_ctx(Session *s, const char *sql)
+{
+    return (LocalCtx){
+        .settings = &s->settings, .user = s->user, .database = s->database,
+        .server_version = s->cfg->server_version, .pid = s->pid,
+        .in_xact = s->xact != 'I', .sql = sql,
+    };
+}
+
+/* ---- transaction control ---- */
+
+static int run_xact(Session *s, const RouteStmt *st, RqResult *res, RqError *err)
+{
+    const char *kind = json_string_value(json_object_get(st->node, "kind"));
+    const char *sp = json_string_value(json_object_get(st->node, "savepoint_name"));
+    int chain = json_is_true(json_object_get(st->node, "chain"));
+    if (!kind) kind = "";
+
+    if (!strcmp(kind, "TRANS_STMT_BEGIN") || !strcmp(kind, "TRANS_STMT_START")) {
+        if (s->xact != 'I') {
+            send_warning(s, "25001", "there is already a transaction in progress");
+        } else {
+            s->xact = 'T';
+            s->xact_target = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+        }
+        rq_result_set_tag(res, !strcmp(kind, "TRANS_STMT_BEGIN") ? "BEGIN" : "START TRANSACTION");
+        return 0;
+    }
+    if (!strcmp(kind, "TRANS_STMT_COMMIT") || !strcmp(kind, "TRANS_STMT_ROLLBACK")) {
+        int commit = !strcmp(kind, "TRANS_STMT_COMMIT");
+        if (s->xact == 'I') {
+            send_warning(s, "25P01", "there is no transaction in progress");
+            rq_result_set_tag(res, commit ? "COMMIT" : "ROLLBACK");
+            return 0;
+        }
+        /* COMMIT of a failed transaction rolls back, and says so */
+        if (s->xact == 'E') commit = 0;
+        rq_result_set_tag(res, commit ? "COMMIT" : "ROLLBACK");
+        end_xact(s, commit);
+        if (chain) s->xact = 'T';
+        return 0;
+    }
+    if (!strcmp(kind, "TRANS_STMT_SAVEPOINT") || !strcmp(kind, "TRANS_STMT_RELEASE") ||
+        !strcmp(kind, "TRANS_STMT_ROLLBACK_TO")) {
+        const char *verb = !strcmp(kind, "TRANS_STMT_SAVEPOINT") ? "SAVEPOINT"
+                         : !strcmp(kind, "TRANS_STMT_RELEASE") ? "RELEASE SAVEPOINT"
+                         : "ROLLBACK TO SAVEPOINT";
+        if (s->xact == 'I') {
+            rq_error_set(err, "25P01", "%s can only be used in transaction blocks", verb);
+            return -1;
+        }
+        if (!sp) sp = "";
+        if (!strcmp(kind, "TRANS_STMT_SAVEPOINT")) {
+            s->savepoints = xrealloc(s->savepoints, (s->n_savepoints + 1) * sizeof *s->savepoints);
+            s->savepoints[s->n_savepoints++] = xstrdup(sp);
+            rq_result_set_tag(res, "SAVEPOINT");
+            return 0;
+        }
+        size_t i = s->n_savepoints;
+        while (i > 0 && strcmp(s->savepoints[i - 1], sp) != 0) i--;
+        if (i == 0) {
+            rq_error_set(err, "3B001", "savepoint \"%s\" does not exist", sp);
+            return -1;
+        }
+        /* RELEASE drops the savepoint and newer ones; ROLLBACK TO keeps it */
+        size_t keep = !strcmp(kind, "TRANS_STMT_RELEASE") ? i - 1 : i;
+        while (s->n_savepoints > keep) free(s->savepoints[--s->n_savepoints]);
+        if (!strcmp(kind, "TRANS_STMT_ROLLBACK_TO")) s->xact = 'T';
+        rq_result_set_tag(res, !strcmp(kind, "TRANS_STMT_RELEASE") ? "RELEASE" : "ROLLBACK");
+        return 0;
+    }
+    rq_error_set(err, "0A000", "two-phase commit is not supported by riffq");
+    return -1;
+}
+
+static int xact_allowed_when_failed(const RouteStmt *st)
+{
+    if (st->kind != STMT_TRANSACTION) return 0;
+    const char *kind = json_string_value(json_object_get(st->node, "kind"));
+    return kind && (!strcmp(kind, "TRANS_STMT_COMMIT") || !strcmp(kind, "TRANS_STMT_ROLLBACK") ||
+                    !strcmp(kind, "TRANS_STMT_ROLLBACK_TO"));
+}
+
+static int run_utility(Session *s, const RouteStmt *st, RqResult *res, RqError *err)
+{
+    if (!strcmp(st->node_type, "DiscardStmt")) {
+        const char *target = json_string_value(json_object_get(st->node, "target"));
+        if (s->xact != 'I') {
+            rq_error_set(err, "25001", "DISCARD ALL cannot run inside a transaction block");
+            return -1;
+        }
+        if (target && !strcmp(target, "DISCARD_ALL")) {
+            sess_settings_reset_all(&s->settings, 0);
+            drop_all_portals(s);
+            drop_all_stmts(s);
+            rq_result_set_tag(res, "DISCARD ALL");
+        } else {
+            /* plans, sequences and temp tables: the gateway holds none */
+            rq_result_set_tag(res, target && !strcmp(target, "DISCARD_PLANS") ? "DISCARD PLANS"
+                                 : target && !strcmp(target, "DISCARD_TEMP") ? "DISCARD TEMP"
+                                 : "DISCARD SEQUENCES");
+        }
+        return 0;
+    }
+    if (!strcmp(st->node_type, "DeallocateStmt")) {
+        const char *name = json_string_value(json_object_get(st->node, "name"));
+        if (!name) {
+            drop_all_stmts(s);
+            rq_result_set_tag(res, "DEALLOCATE ALL");
+            return 0;
+        }
+        if (!find_stmt(s, name)) {
+            rq_error_set(err, "26000", "prepared statement \"%s\" does not exist", name);
+            return -1;
+        }
+        drop_stmt(s, name);
+        rq_result_set_tag(res, "DEALLOCATE");
+        return 0;
+    }
+    return 1;   /* not ours */
+}
+
+/* Whether a statement can be answered at all, decided when it is parsed. */
+static int stmt_answerable(Session *s, const RouteStmt *st, const char *sql, RqError *err)
+{
+    if (st->kind == STMT_TRANSACTION || local_handles(st)) return 1;
+    if (!strcmp(st->node_type, "DiscardStmt") || !strcmp(st->node_type, "DeallocateStmt")) return 1;
+    LocalCtx ctx = local_ctx(s, sql);
+    local_no_route(&ctx, st, err);
+    return 0;
+}
+
+/* Run one statement into res.  params NULL for the simple protocol. */
+static int exec_stmt(Session *s, const RouteStmt *st, const char *sql,
+                     const char *const *params, uint16_t n_params, const uint32_t *types,
+                     RqResult *res, RqError *err)
+{
+    if (s->xact == 'E' && !xact_allowed_when_failed(st)) {
+        rq_error_set(err, "25P02",
+                     "current transaction is aborted, commands ignored until end of transaction block");
+        return -1;
+    }
+    if (st->kind == STMT_TRANSACTION) return run_xact(s, st, res, err);
+    int rc = run_utility(s, st, res, err);
+    if (rc <= 0) return rc;
+    if (!local_handles(st)) {
+        LocalCtx ctx = local_ctx(s, sql);
+        local_no_route(&ctx, st, err);
+        return -1;
+    }
+    LocalCtx ctx = local_ctx(s, sql);
+    /* local_run treats params == NULL as describe-only; an execution
+     * without parameters passes an empty (non-NULL) array */
+    static const char *const no_params[1] = { NULL };
+    return local_run(&ctx, st, params ? params : no_params, n_params, types, res, err);
+}
+
+static void complete(Session *s, const RqResult *res, size_t rows)
+{
+    if (res->tag && !strcmp(res->tag, "SELECT")) {
+        char tag[40];
+        snprintf(tag, sizeof tag, "SELECT %zu", rows);
+        wire_command_complete(s->out, tag);
+    } else {
+        wire_command_complete(s->out, res->tag ? res->tag : "");
+    }
+}
+
+/* ---- routing ---- */
+
+static int index_of_upstream(const Config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_upstreams; i++)
+        if (!strcmp(cfg->upstreams[i].name, name)) return (int)i;
+    return -1;
+}
+
+static int index_of_plugin(const Config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_plugins; i++)
+        if (!strcmp(cfg->plugins[i].name, name)) return (int)i;
+    return -1;
+}
+
+/* Pick the target of a statement (st NULL: not parsed). */
+static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
+{
+    *t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+    RouteTable *rt = s->env->routes;
+    if (!rt || s->cfg->n_routes == 0) return 0;
+    RouteClient c = {
+        .user = s->user, .database = s->database,
+        .application_name = sess_settings_value(&s->settings, "application_name"),
+        .addr = s->has_addr ? (const struct sockaddr *)&s->addr : NULL,
+        .listen = s->listen,
+    };
+    int idx = route_table_match(rt, &c, st, err, NULL);
+    if (idx == -2) return -1;
+    if (idx < 0) return 0;   /* no route: the gateway's own answers, or the no-route error */
+    const CfgRoute *r = route_table_route(rt, idx);
+    t->route = idx;
+    t->kind = r->target;
+    if (r->target == TARGET_UPSTREAM) t->index = index_of_upstream(s->cfg, r->target_name);
+    else if (r->target == TARGET_PLUGIN) t->index = index_of_plugin(s->cfg, r->target_name);
+    if (r->target == TARGET_REJECT) {
+        rq_error_set(err, r->sqlstate[0] ? r->sqlstate : "42501", "%s",
+                     r->message ? r->message : "statement rejected by the route file");
+        rq_error_detail(err, "Rejected by route \"%s\".", r->name);
+        return -1;
+    }
+    if (r->target == TARGET_PLUGIN) {
+        rq_error_set(err, "0A000", "route \"%s\" sends this statement to plugin \"%s\", but plugins are not available in this build",
+                     r->name, r->target_name);
+        return -1;
+    }
+    return 0;
+}
+
+static int same_target(const Target *a, const Target *b)
+{
+    return a->kind == b->kind && a->index == b->index;
+}
+
+/* A transaction stays on the target it started on. */
+static int check_sticky(Session *s, const Target *t, RqError *err)
+{
+    if (s->xact == 'I') return 0;
+    if (same_target(&s->xact_target, t)) return 0;
+    if (s->xact_target.kind == TARGET_LOCAL && t->kind == TARGET_UPSTREAM && s->xact == 'T') {
+        /* BEGIN was answered here; open the transaction where it will run */
+        s->relay.need_begin = 1;
+        s->xact_target = *t;
+        return 0;
+    }
+    if (t->kind == TARGET_LOCAL) return 0;      /* SET/SHOW and friends stay local */
+    rq_error_set(err, "25000", "statement routed to %s \"%s\" inside a transaction running on %s",
+                 t->kind == TARGET_UPSTREAM ? "upstream" : "target",
+                 t->kind == TARGET_UPSTREAM ? s->cfg->upstreams[t->index].name : "local",
+                 s->xact_target.kind == TARGET_UPSTREAM ? s->cfg->upstreams[s->xact_target.index].name
+                                                        : "the gateway");
+    rq_error_hint(err, "Finish the transaction first: a transaction cannot span two targets.");
+    return -1;
+}
+
+static int needs_parse(const Session *s)
+{
+    return !s->env->routes || route_table_needs_parse(s->env->routes);
+}
+
+/* Local output must not overtake answers still due from an upstream. */
+static SessStatus wait_for_relay(Session *s)
+{
+    relay_flush_server(s);
+    return SESS_RETRY;
+}
+
+/* ---- simple query ---- */
+
+static void run_local_query(Session *s, const char *sql, RouteParse *parse)
+{
+    RqError err = {0};
+    if (parse->n == 0) wire_simple(s->out, 'I');
+    for (size_t i = 0; i < parse->n; i++) {
+        RqResult res;
+        rq_result_init(&res);
+        if (exec_stmt(s, &parse->stmts[i], sql, NULL, 0, NULL, &res, &err) < 0) {
+            rq_result_free(&res);
+            send_error(s, &err);
+            break;
+        }
+        if (res.returns_rows) {
+            rq_result_describe(&res, NULL, 0, s->out);
+            rq_result_rows(&res, 0, res.n_rows, NULL, 0, s->out, &err);
+        }
+        complete(s, &res, res.n_rows);
+        rq_result_free(&res);
+    }
+    ready(s);
+}
+
+static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
+{
+    RouteParse parse;
+    RqError err = {0};
+    Target t;
+    const char *sql;
+    if (wire_decode_query(body, len, &sql, &err) < 0) {
+        rq_error_fatal(&err);
+        send_error(s, &err);
+        return SESS_CLOSE;
+    }
+    if (!needs_parse(s)) {
+        /* no route looks inside statements: route without parsing */
+        if (decide(s, NULL, &t, &err) == 0 && t.kind == TARGET_UPSTREAM) {
+            if (check_sticky(s, &t, &err) < 0) goto fail;
+            return relay_message(s, t.index, 'Q', body, len, NULL);
+        }
+        rq_error_free(&err);
+    }
+    if (route_parse(sql, &parse, &err) < 0) {
+        /* let the default route's server report its own syntax error */
+        RqError e2 = {0};
+        if (decide(s, NULL, &t, &e2) == 0 && t.kind == TARGET_UPSTREAM) {
+            rq_error_free(&err);
+            if (check_sticky(s, &t, &err) < 0) goto fail;
+            return relay_message(s, t.index, 'Q', body, len, NULL);
+        }
+        rq_error_free(&e2);
+        if (relay_busy(s)) {
+            rq_error_free(&err);
+            return wait_for_relay(s);
+        }
+        goto fail;
+    }
+    t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+    for (size_t i = 0; i < parse.n; i++) {
+        Target ti;
+        if (decide(s, &parse.stmts[i], &ti, &err) < 0) break;
+        if (i > 0 && !same_target(&ti, &t)) {
+            rq_error_set(&err, "0A000", "the statements of this query string go to different targets");
+            rq_error_hint(&err, "Send them as separate queries.");
+            break;
+        }
+        t = ti;
+    }
+    if (!rq_error_is_set(&err) && t.kind == TARGET_UPSTREAM) {
+        route_parse_free(&parse);
+        if (check_sticky(s, &t, &err) < 0) goto fail;
+        return relay_message(s, t.index, 'Q', body, len, NULL);
+    }
+    if (relay_busy(s)) {
+        route_parse_free(&parse);
+        rq_error_free(&err);
+        return wait_for_relay(s);
+    }
+    if (rq_error_is_set(&err)) {
+        route_parse_free(&parse);
+        goto fail;
+    }
+    drop_portal(s, "");
+    drop_stmt(s, "");
+    run_local_query(s, sql, &parse);
+    route_parse_free(&parse);
+    return SESS_OK;
+fail:
+    if (relay_busy(s)) {
+        rq_error_free(&err);
+        return wait_for_relay(s);
+    }
+    send_error(s, &err);
+    ready(s);
+    return SESS_OK;
+}
+
+/* ---- extended query ---- */
+
+/* Server-side statement name: the same text and types get the same name,
+ * so pooled connections share prepared statements between clients. */
+static void statement_hash_name(const char *sql, const uint32_t *types, uint16_t n, char out[24])
+{
+    uint64_t h = 1469598103934665603ULL;  /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    for (uint16_t i = 0; i < n; i++) {
+        for (int b = 0; b < 4; b++) {
+            h ^= (types[i] >> (8 * b)) & 0xff;
+            h *= 1099511628211ULL;
+        }
+    }
+    snprintf(out, 24, "rq%016llx", (unsigned long long)h);
+}
+
+static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqError *err)
+{
+    WireParse m;
+    Target t;
+    if (wire_decode_parse(body, len, &m, err) < 0) return SESS_CLOSE;
+    Prepared *p = xcalloc(1, sizeof *p);
+    p->refs = 1;
+    int parsed = 0;
+    if (!needs_parse(s)) {
+        if (decide(s, NULL, &t, err) < 0) goto fail;
+    } else {
+        parsed = route_parse(m.query, &p->parse, err) == 0;
+        if (!parsed) {
+            RqError e2 = {0};
+            if (decide(s, NULL, &t, &e2) < 0 || t.kind != TARGET_UPSTREAM) {
+                rq_error_free(&e2);
+                goto fail;
+            }
+            rq_error_free(err);     /* the upstream reports the syntax error */
+        } else {
+            if (p->parse.n > 1) {
+                rq_error_set(err, "42601", "cannot insert multiple commands into a prepared statement");
+                goto fail;
+            }
+            if (decide(s, p->parse.n ? &p->parse.stmts[0] : NULL, &t, err) < 0) goto fail;
+        }
+    }
+    if (t.kind != TARGET_UPSTREAM && !parsed) {
+        parsed = route_parse(m.query, &p->parse, err) == 0;
+        if (!parsed) goto fail;
+    }
+    p->parsed = parsed;
+    p->target = t;
+    p->sql = xstrdup(m.query);
+    p->name = xstrdup(m.name);
+    p->n_decl = m.n_types;
+    p->decl_types = xmalloc((m.n_types ? m.n_types : 1) * sizeof *p->decl_types);
+    for (uint16_t i = 0; i < m.n_types; i++) p->decl_types[i] = wire_oid_at(m.types, i);
+    if (t.kind == TARGET_UPSTREAM) {
+        if (m.name[0] && find_stmt(s, m.name)) {
+            if (relay_busy(s)) goto wait;
+            rq_error_set(err, "42P05", "prepared statement \"%s\" already exists", m.name);
+            goto fail;
+        }
+        if (check_sticky(s, &t, err) < 0) {
+            if (relay_busy(s)) goto wait;
+            goto fail;
+        }
+        statement_hash_name(p->sql, p->decl_types, p->n_decl, p->srv_name);
+        SessStatus st = relay_message(s, t.index, 'P', body, len, p);
+        if (st != SESS_OK) {
+            prepared_unref(p);
+            return st;
+        }
+        s->batch_upstream = 1;
+        p->types = xmalloc(sizeof *p->types);
+        if (!m.name[0]) drop_stmt(s, "");
+        p->next = s->stmts;
+        s->stmts = p;
+        return SESS_OK;
+    }
+    if (relay_busy(s)) goto wait;
+    if (m.name[0] && find_stmt(s, m.name)) {
+        rq_error_set(err, "42P05", "prepared statement \"%s\" already exists", m.name);
+        goto fail;
+    }
+    const RouteStmt *st = p->parse.n ? &p->parse.stmts[0] : NULL;
+    if (st && !stmt_answerable(s, st, p->sql, err)) goto fail;
+    uint32_t *types = xmalloc(WIRE_MAX_PARAMS * sizeof *types);
+    local_param_types(st, p->decl_types, p->n_decl, types, &p->n_params);
+    p->types = xrealloc(types, (p->n_params ? p->n_params : 1) * sizeof *types);
+    if (!m.name[0]) drop_stmt(s, "");
+    p->next = s->stmts;
+    s->stmts = p;
+    wire_simple(s->out, '1');
+    return SESS_OK;
+wait:
+    rq_error_free(err);
+    prepared_unref(p);
+    return wait_for_relay(s);
+fail:
+    prepared_unref(p);
+    if (relay_busy(s)) {
+        rq_error_free(err);
+        return wait_for_relay(s);
+    }
+    return SESS_OK;     /* err is set: the caller reports it */
+}
+
+static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
+{
+    if (m->n_params != ps->n_params) {
+        rq_error_set(err, "08P01", "bind message supplies %u parameters, but prepared statement \"%s\" requires %u",
+                     m->n_params, m->stmt, ps->n_params);
+        return -1;
+    }
+    if (s->xact == 'E') {
+        rq_error_set(err, "25P02",
+                     "current transaction is aborted, commands ignored until end of transaction block");
+        return -1;
+    }
+    if (m->portal[0] && find_portal(s, m->portal)) {
+        rq_error_set(err, "42P03", "cursor \"%s\" already exists", m->portal);
+        return -1;
+    }
+    Portal *p = xcalloc(1, sizeof *p);
+    p->params = xcalloc(m->n_params ? m->n_params : 1, sizeof *p->params);
+    p->n_params = m->n_params;
+    p->name = xstrdup(m->portal);
+    p->ps = ps;
+    ps->refs++;
+    WireParamIter it;
+    wire_bind_params_begin(m, &it);
+    Buf b;
+    buf_init(&b);
+    int rc = 0;
+    for (uint16_t i = 0; i < m->n_params; i++) {
+        const uint8_t *v;
+        int32_t vlen;
+        wire_bind_param_next(&it, &v, &vlen);
+        if (vlen < 0) continue;
+        if (wire_format_at(m->formats, m->n_formats, i) == 1) {
+            buf_reset(&b);
+            if (pgt_binary_to_text(ps->types[i], v, (size_t)vlen, &b, err) < 0) {
+                rq_error_detail(err, "Bind parameter $%u.", i + 1);
+                rc = -1;
+                break;
+            }
+            p->params[i] = xstrndup(b.data ? b.data : "", b.len);
+        } else {
+            if (memchr(v, 0, (size_t)vlen)) {
+                rq_error_set(err, "22021", "invalid byte sequence for encoding \"UTF8\": 0x00");
+                rc = -1;
+                break;
+            }
+            p->params[i] = xstrndup((const char *)v, (size_t)vlen);
+        }
+    }
+    buf_free(&b);
+    if (m->n_result_formats) {
+        p->formats = xmalloc(2 * (size_t)m->n_result_formats);
+        memcpy(p->formats, m->result_formats, 2 * (size_t)m->n_result_formats);
+        p->n_formats = m->n_result_formats;
+    }
+    if (rc < 0) {
+        portal_free(p);
+        return -1;
+    }
+    if (!m->portal[0]) drop_portal(s, "");
+    p->next = s->portals;
+    s->portals = p;
+    wire_simple(s->out, '2');
+    return 0;
+}
+
+/* A portal record for a relayed Bind: only where later messages go. */
+static void bind_relayed(Session *s, const char *portal, Prepared *ps)
+{
+    drop_portal(s, portal);
+    Portal *p = xcalloc(1, sizeof *p);
+    p->name = xstrdup(portal);
+    p->ps = ps;
+    ps->refs++;
+    p->next = s->portals;
+    s->portals = p;
+}
+
+static SessStatus handle_bind(Session *s, const uint8_t *body, size_t len, RqError *err)
+{
+    WireBind m;
+    if (wire_decode_bind(body, len, &m, err) < 0) {
+        return relay_busy(s) ? (rq_error_free(err), wait_for_relay(s)) : SESS_OK;
+    }
+    Prepared *ps = find_stmt(s, m.stmt);
+    if (ps && ps->target.kind == TARGET_UPSTREAM) {
+        if (check_sticky(s, &ps->target, err) < 0) {
+            if (relay_busy(s)) { rq_error_free(err); return wait_for_relay(s); }
+            return SESS_OK;
+        }
+        SessStatus st = relay_message(s, ps->target.index, 'B', body, len, ps);
+        if (st == SESS_OK) {
+            s->batch_upstream = 1;
+            bind_relayed(s, m.portal, ps);
+        }
+        return st;
+    }
+    if (relay_busy(s)) return wait_for_relay(s);
+    if (!ps) {
+        rq_error_set(err, "26000", "prepared statement \"%s\" does not exist", m.stmt);
+        return SESS_OK;
+    }
+    bind_local(s, &m, ps, err);
+    return SESS_OK;
+}
+
+static int describe_stmt(Session *s, const Prepared *ps, const uint8_t *formats, uint16_t n_formats,
+                         RqError *err)
+{
+    RqResult shape;
+    rq_result_init(&shape);
+    int rc = 0;
+    if (ps->parse.n && local_handles(&ps->parse.stmts[0])) {
+        LocalCtx ctx = local_ctx(s, ps->sql);
+        rc = local_run(&ctx, &ps->parse.stmts[0], NULL, ps->n_params, ps->types, &shape, err);
+    }
+    if (rc == 0 && formats) rc = rq_result_check_formats(&shape, formats, n_formats, err);
+    if (rc == 0) {
+        if (shape.returns_rows) rq_result_describe(&shape, formats, n_formats, s->out);
+        else wire_simple(s->out, 'n');
+    }
+    rq_result_free(&shape);
+    return rc;
+}
+
+static SessStatus handle_describe(Session *s, const uint8_t *body, size_t len, RqError *err)
+{
+    WireDescribe m;
+    if (wire_decode_describe(body, len, &m, err) < 0) return SESS_CLOSE;
+    Prepared *ps = NULL;
+    Portal *p = NULL;
+    if (m.kind == 'S') ps = find_stmt(s, m.name);
+    else if ((p = find_portal(s, m.name))) ps = p->ps;
+    if (ps && ps->target.kind == TARGET_UPSTREAM) {
+        SessStatus st = relay_message(s, ps->target.index, 'D', body, len, ps);
+        if (st == SESS_OK) s->batch_upstream = 1;
+        return st;
+    }
+    if (relay_busy(s)) return wait_for_relay(s);
+    if (m.kind == 'S') {
+        if (!ps) {
+            rq_error_set(err, "26000", "prepared statement \"%s\" does not exist", m.name);
+            return SESS_OK;
+        }
+        wire_parameter_description(s->out, ps->types, ps->n_params);
+        describe_stmt(s, ps, NULL, 0, err);
+        return SESS_OK;
+    }
+    if (!p) {
+        rq_error_set(err, "34000", "portal \"%s\" does not exist", m.name);
+        return SESS_OK;
+    }
+    if (p->ran) {
+        if (p->res.returns_rows) rq_result_describe(&p->res, p->formats, p->n_formats, s->out);
+        else wire_simple(s->out, 'n');
+        return SESS_OK;
+    }
+    describe_stmt(s, p->ps, p->formats, p->n_formats, err);
+    return SESS_OK;
+}
+
+static int execute_local(Session *s, Portal *p, int32_t max_rows, RqError *err)
+{
+    if (!p->ps->parse.n) {
+        wire_simple(s->out, 'I');
+        return 0;
+    }
+    if (!p->ran) {
+        const RouteStmt *st = &p->ps->parse.stmts[0];
+        if (exec_stmt(s, st, p->ps->sql, (const char *const *)p->params, p->n_params,
+                      p->ps->types, &p->res, err) < 0)
+            return -1;
+        p->ran = 1;
+        if (rq_result_check_formats(&p->res, p->formats, p->n_formats, err) < 0) return -1;
+    } else if (s->xact == 'E') {
+        rq_error_set(err, "25P02",
+                     "current transaction is aborted, commands ignored until end of transaction block");
+        return -1;
+    }
+    if (!p->res.returns_rows) {
+        complete(s, &p->res, 0);
+        return 0;
+    }
+    size_t left = p->res.n_rows - p->pos;
+    size_t n = (max_rows > 0 && (size_t)max_rows < left) ? (size_t)max_rows : left;
+    if (rq_result_rows(&p->res, p->pos, n, p->formats, p->n_formats, s->out, err) < 0) return -1;
+    p->pos += n;
+    if (p->pos < p->res.n_rows) wire_simple(s->out, 's');
+    else complete(s, &p->res, n);
+    return 0;
+}
+
+static SessStatus handle_execute(Session *s, const uint8_t *body, size_t len, RqError *err)
+{
+    WireExecute m;
+    if (wire_decode_execute(body, len, &m, err) < 0) return SESS_CLOSE;
+    Portal *p = find_portal(s, m.portal);
+    if (p && p->ps->target.kind == TARGET_UPSTREAM) {
+        SessStatus st = relay_message(s, p->ps->target.index, 'E', body, len, p->ps);
+        if (st == SESS_OK) s->batch_upstream = 1;
+        return st;
+    }
+    if (relay_busy(s)) return wait_for_relay(s);
+    if (!p) {
+        rq_error_set(err, "34000", "portal \"%s\" does not exist", m.portal);
+        return SESS_OK;
+    }
+    execute_local(s, p, m.max_rows, err);
+    return SESS_OK;
+}
+
+static SessStatus handle_close(Session *s, const uint8_t *body, size_t len, RqError *err)
+{
+    WireClose m;
+    if (wire_decode_close(body, len, &m, err) < 0) return SESS_CLOSE;
+    Prepared *ps = NULL;
+    Portal *p = NULL;
+    if (m.kind == 'S') ps = find_stmt(s, m.name);
+    else if ((p = find_portal(s, m.name))) ps = p->ps;
+    if (ps && ps->target.kind == TARGET_UPSTREAM && (m.kind == 'P' || ps->name[0] || s->relay.conn)) {
+        SessStatus st = relay_message(s, ps->target.index, 'C', body, len, ps);
+        if (st != SESS_OK) return st;
+        s->batch_upstream = 1;
+    } else {
+        if (relay_busy(s)) return wait_for_relay(s);
+        wire_simple(s->out, '3');
+    }
+    if (m.kind == 'S') drop_stmt(s, m.name);
+    else drop_portal(s, m.name);
+    return SESS_OK;
+}
+
+static SessStatus handle_sync(Session *s, uint8_t type)
+{
+    Relay *r = &s->relay;
+    if (type == 'S') s->skip_to_sync = 0;
+    if (s->batch_upstream && r->conn) {
+        if (type == 'S') s->batch_upstream = 0;
+        return relay_message(s, r->upstream, type, NULL, 0, NULL);
+    }
+    if (type == 'H') return SESS_OK;   /* local answers are flushed after every read anyway */
+    if (relay_busy(s)) return wait_for_relay(s);
+    s->batch_upstream = 0;
+    if (s->xact == 'I') drop_all_portals(s);
+    ready(s);
+    return SESS_OK;
+}
+
+/* ---- entry points ---- */
+
+static SessStatus dispatch(Session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    RqError err = {0};
+    SessStatus st = SESS_OK;
+
+    if (type == 'S' || type == 'H') return handle_sync(s, type);
+    if (type == 'd' || type == 'c' || type == 'f') {
+        /* COPY data flows to the upstream running COPY FROM STDIN; after a
+         * failed COPY, Postgres drops stray copy messages, and so do we */
+        if (s->relay.copy_in) return relay_message(s, s->relay.upstream, type, body, len, NULL);
+        return SESS_OK;
+    }
+    if (s->skip_to_sync) return SESS_OK;
+
+    switch (type) {
+    case 'Q': return handle_query(s, body, len);
+    case 'P': st = handle_parse(s, body, len, &err); break;
+    case 'B': st = handle_bind(s, body, len, &err); break;
+    case 'D': st = handle_describe(s, body, len, &err); break;
+    case 'E': st = handle_execute(s, body, len, &err); break;
+    case 'C': st = handle_close(s, body, len, &err); break;
+    case 'F':
+        if (relay_busy(s)) return wait_for_relay(s);
+        rq_error_set(&err, "0A000", "the fastpath function call interface is not supported by riffq");
+        break;
+    default:
+        rq_error_set(&err, "08P01", "invalid frontend message type %d", type);
+        st = SESS_CLOSE;
+        break;
+    }
+    if (rq_error_is_set(&err)) {
+        if (st == SESS_CLOSE || !strcmp(err.sqlstate, "08P01")) {
+            rq_error_fatal(&err);
+            st = SESS_CLOSE;
+        }
+        send_error(s, &err);
+        s->skip_to_sync = 1;
+    }
+    return st;
+}
+
+SessStatus sess_handle(Session *s, uint8_t type, const uint8_t *body, size_t len)
+{
+    if (type == 'X') return SESS_CLOSE;
+    s->in_handle = 1;
+    SessStatus st = dispatch(s, type, body, len);
+    s->in_handle = 0;
+    if (st == SESS_WAIT || st == SESS_RETRY) s->waiting = 1;
+    return st;
+}
+
+void sess_done_waiting(Session *s)
+{
+    if (!s->waiting) return;
+    s->waiting = 0;
+    s->io.resume(s->io.ctx);
+}
+
+Session *sess_new(const SessInit *init, Buf *out, RqError *err)
+{
+    Session *s = xcalloc(1, sizeof *s);
+    s->env = init->env;
+    s->cfg = init->env->cfg;
+    s->io = init->io;
+    s->user = xstrdup(init->user);
+    s->database = xstrdup(init->database && init->database[0] ? init->database : init->user);
+    s->client = xstrdup(init->client_addr ? init->client_addr : "");
+    s->listen = xstrdup(init->listen ? init->listen : "");
+    if (init->addr) {
+        size_t alen = init->addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                        : sizeof(struct sockaddr_in);
+        memcpy(&s->addr, init->addr, alen);
+        s->has_addr = 1;
+    }
+    s->pid = init->pid;
+    s->key = init->key;
+    s->out = out;
+    s->xact = 'I';
+    s->xact_target = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+    relay_init(&s->relay);
+    SettingsInit si = {
+        .user = s->user, .server_version = s->cfg->server_version,
+        .keys = init->keys, .vals = init->vals, .n = init->n,
+    };
+    if (sess_settings_init(&s->settings, &si, err) < 0) {
+        rq_error_fatal(err);
+        sess_free(s);
+        return NULL;
+    }
+    sess_settings_report_all(&s->settings, out);
+    wire_backend_key(out, s->pid, s->key);
+    wire_ready(out, s->xact);
+    return s;
+}
+
+void sess_free(Session *s)
+{
+    if (!s) return;
+    relay_detach(s, s->xact == 'I');
+    free(s->relay.acts);
+    drop_all_portals(s);
+    drop_all_stmts(s);
+    clear_savepoints(s);
+    sess_settings_free(&s->settings);
+    free(s->user);
+    free(s->database);
+    free(s->client);
+    free(s->listen);
+    free(s);
+}
+
+void sess_cancel(Session *s)
+{
+    /* Local answers complete within one loop iteration, so only relayed
+     * statements can be running. */
+    relay_cancel(s);
+}
+
+void sess_output_drained(Session *s)
+{
+    relay_output_drained(s);
+}
+
+char sess_xact_status(const Session *s) { return s->xact; }
+int32_t sess_pid(const Session *s) { return s->pid; }
+int32_t sess_key(const Session *s) { return s->key; }

@@ -1,0 +1,62 @@
+/*
+ * Session settings (what SET/SHOW/RESET act on).  Postgres keeps every GUC
+ * per backend; the gateway keeps the subset that clients read or set at
+ * connect time, plus any custom "prefix.name" setting a client defines.
+ *
+ * Transaction semantics follow Postgres: a SET inside a transaction that is
+ * rolled back is undone, SET LOCAL lasts until the transaction ends, and the
+ * settings marked GUC_REPORT in Postgres are announced to the client with
+ * ParameterStatus whenever their value changes (collected and sent just
+ * before ReadyForQuery, as Postgres does).
+ */
+#ifndef RIFFQ_SESSION_SETTINGS_H
+#define RIFFQ_SESSION_SETTINGS_H
+
+#include <stddef.h>
+#include "riffq/buf.h"
+#include "riffq/error.h"
+#include "riffq/result.h"
+
+typedef struct SettingDef SettingDef;
+
+typedef struct Setting {
+    const SettingDef *def;      /* NULL for a custom setting */
+    char *name;                 /* canonical name (owned) */
+    char *value;                /* current value (owned) */
+    char *session_value;        /* value to restore at rollback, when set in a transaction */
+    char *reset_value;          /* what RESET returns to: startup value or default (owned) */
+    unsigned changed_in_xact : 1;
+    unsigned local : 1;         /* changed with SET LOCAL in this transaction */
+    unsigned report_pending : 1;
+} Setting;
+
+typedef struct SessSettings {
+    Setting *items;             /* owned */
+    size_t n;
+} SessSettings;
+
+typedef struct SettingsInit {
+    const char *user;
+    const char *server_version;
+    const char *const *keys;    /* startup packet parameters (other than user/database) */
+    const char *const *vals;
+    size_t n;
+} SettingsInit;
+
+int  sess_settings_init(SessSettings *s, const SettingsInit *init, RqError *err);
+void sess_settings_free(SessSettings *s);
+/* value NULL means RESET / SET ... TO DEFAULT. */
+int  sess_settings_set(SessSettings *s, const char *name, const char *value,
+                       int is_local, int in_xact, RqError *err);
+void sess_settings_reset_all(SessSettings *s, int in_xact);
+/* NULL with 42704 for an unknown name. */
+const Setting *sess_settings_find(const SessSettings *s, const char *name, RqError *err);
+const char *sess_settings_value(const SessSettings *s, const char *name);
+void sess_settings_xact_end(SessSettings *s, int commit);
+/* ParameterStatus for every reported setting whose value changed. */
+void sess_settings_report(SessSettings *s, Buf *out);
+/* ParameterStatus for all reported settings (at connection start). */
+void sess_settings_report_all(SessSettings *s, Buf *out);
+void sess_settings_show_all(const SessSettings *s, RqResult *r);
+
+#endif
