@@ -80,3 +80,6 @@ clean:
 
 # fuzz targets and their rules live beside them
 -include tests/fuzz/fuzz.mk
+
+bench: deps $(BUILD)/riffq
+	$(PY) tests/bench/bench.py

@@ -32,12 +32,34 @@ PlugEngine *plug_engine_new(uv_loop_t *loop, const Config *cfg, int n_workers, c
 int plug_engine_reload(PlugEngine *e, const Config *cfg, char **errmsg);
 void plug_engine_free(PlugEngine *e);
 
-/* Tables a plugin registered with riffq.register_table (for routing). */
+/* Whether a plugin is usable: 0 loaded, 1 failed to import (*error, if
+ * given, says why, e.g. "ModuleNotFoundError: No module named 'x'"), -1 not
+ * configured.  The string lives until the next reload. */
+int plug_engine_plugin_status(PlugEngine *e, const char *plugin, const char **error);
+
+/* A column of a registered table; type_oid from the type given in Python. */
+typedef struct PlugColumn {
+    const char *name;
+    uint32_t type_oid;
+    int nullable;
+} PlugColumn;
+
+/* Tables a plugin registered with riffq.register_table (for routing, and
+ * with their columns for the catalog).  Arrays and strings are owned by the
+ * engine and valid until the next plug_engine_reload or plug_engine_free. */
 typedef struct PlugTable {
     const char *schema;
     const char *name;
+    const PlugColumn *columns;
+    size_t n_columns;
+    const char *const *primary_key;     /* column names, n_primary_key of them */
+    size_t n_primary_key;
+    const char *comment;                /* NULL = none */
 } PlugTable;
 size_t plug_engine_tables(PlugEngine *e, const char *plugin, const PlugTable **out);
+/* One registered table by schema and name, or NULL. */
+const PlugTable *plug_engine_table(PlugEngine *e, const char *plugin,
+                                   const char *schema, const char *name);
 
 typedef struct PlugCtx {
     const char *user;
@@ -50,6 +72,24 @@ typedef struct PlugCtx {
 /* Called on the loop thread whenever the query made progress: columns are
  * known, a batch of rows is ready, or it finished (done or error). */
 typedef void (*PlugReadyCb)(void *ud);
+
+/* Connection hooks (@riffq.on_connect / @riffq.on_disconnect of every
+ * plugin, in config order).  Asynchronous form: runs on a worker like a
+ * query and ends PLUG_DONE, or PLUG_FAILED with the first riffq.Error an
+ * on_connect hook raised (a rejected login; other exceptions are XX000).
+ * on_disconnect hooks' errors are only logged, and a disconnect job then
+ * drops the session's ctx["session"] dict.  Free it with plug_query_free. */
+typedef enum { PLUG_HOOK_CONNECT = 0, PLUG_HOOK_DISCONNECT } PlugHook;
+PlugQuery *plug_hook_start(PlugEngine *e, PlugHook hook, const PlugCtx *ctx,
+                           PlugReadyCb cb, void *ud);
+/* Synchronous forms: run the hooks on the calling thread, taking the GIL
+ * there (so the caller blocks for as long as the hooks run).  Returns 0, or
+ * -1 with err set (on_connect only). */
+int plug_engine_on_connect(PlugEngine *e, const PlugCtx *ctx, RqError *err);
+void plug_engine_on_disconnect(PlugEngine *e, const PlugCtx *ctx);
+/* Forget ctx["session"] of a session that ended (without blocking: done by
+ * a worker).  plug_hook_start(PLUG_HOOK_DISCONNECT) already does it. */
+void plug_engine_session_end(PlugEngine *e, int32_t session_id);
 
 /* Start a handler call.  params: text values (NULL = SQL NULL) with their
  * type OIDs; formats: result format codes per Bind's 0/1/n rule.

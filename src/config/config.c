@@ -420,7 +420,7 @@ static int parse_decimal(const char *s, long long *out)
 
 static int read_int(Loader *L, json_t *v, long long lo, long long hi, long long *out)
 {
-    long long n;
+    long long n = 0;
     if (json_is_integer(v)) {
         n = json_integer_value(v);
         if (n < lo || n > hi)
@@ -493,7 +493,7 @@ static int parse_with_unit(const char *s, const Unit *units, long long *out)
 static int read_with_unit(Loader *L, json_t *v, const Unit *units, const char *what,
                           long long lo, long long hi, const char *range, long long *out)
 {
-    long long n;
+    long long n = 0;
     if (json_is_integer(v)) {
         n = json_integer_value(v);
         if (n < lo || n > hi) return fail(L, "expected %s, got %lld", range, n);
@@ -625,7 +625,7 @@ static int opt_int(Loader *L, json_t *obj, const char *key, long long lo, long l
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
-    long long n;
+    long long n = 0;
     size_t m = path_key(L, key);
     int rc = read_int(L, v, lo, hi, &n);
     path_pop(L, m);
@@ -1039,7 +1039,7 @@ static int parse_limits(Loader *L, json_t *v, Config *cfg)
     if (check_keys(L, v, limits_keys) < 0) return -1;
     if (opt_int(L, v, "max_clients", 1, MAX_MAX_CLIENTS, &cfg->max_clients) < 0) return -1;
     json_t *x;
-    long long n;
+    long long n = 0;
     if ((x = json_object_get(v, "max_message_size"))) {
         size_t m = path_key(L, "max_message_size");
         int rc = read_size(L, x, MIN_MAX_MESSAGE_SIZE, MAX_MAX_MESSAGE_SIZE,

@@ -160,11 +160,16 @@ static void walk(json_t *n, RelWalk *w)
     const char *key;
     json_t *v;
     json_object_foreach(n, key, v) {
-        if (strcmp(key, "RangeVar") == 0 && json_is_object(v)) {
+        /* RangeVars appear wrapped ({"RangeVar": {...}}) where the grammar
+         * allows any node, and bare where the field can only be a RangeVar
+         * (InsertStmt.relation, IntoClause.rel, ViewStmt.view, ...); a bare
+         * one is known by its fields */
+        if (json_is_object(v) && json_is_string(json_object_get(v, "relname")) &&
+            json_object_get(v, "relpersistence")) {
             const char *rel = json_string_value(json_object_get(v, "relname"));
             const char *sch = json_string_value(json_object_get(v, "schemaname"));
             json_t *loc = json_object_get(v, "location");
-            if (rel) add_rel(w, sch, rel, json_is_integer(loc) ? (int)json_integer_value(loc) : -1);
+            add_rel(w, sch, rel, json_is_integer(loc) ? (int)json_integer_value(loc) : -1);
         } else if (strcmp(key, "CommonTableExpr") == 0 && json_is_object(v)) {
             const char *name = json_string_value(json_object_get(v, "ctename"));
             if (name) add_cte(w, name);
@@ -196,24 +201,14 @@ static void collect_rels(json_t *node, RouteStmt *s)
     s->n_rels = keep;
 }
 
-/* Postgres reports syntax errors at a 1-based character position; libpg_query
- * gives a 1-based byte offset.  Convert for non-ASCII text. */
-static int char_position(const char *sql, int byte_pos)
-{
-    int chars = 0;
-    for (int i = 0; i < byte_pos - 1 && sql[i]; i++)
-        if (((unsigned char)sql[i] & 0xC0) != 0x80) chars++;
-    return chars + 1;
-}
-
 int route_parse(const char *sql, RouteParse *out, RqError *err)
 {
     memset(out, 0, sizeof *out);
     PgQueryParseResult r = pg_query_parse(sql);
     if (r.error) {
         rq_error_set(err, "42601", "%s", r.error->message);
-        if (r.error->cursorpos > 0)
-            err->position = char_position(sql, r.error->cursorpos);
+        /* already a 1-based character position, as Postgres reports it */
+        if (r.error->cursorpos > 0) err->position = r.error->cursorpos;
         pg_query_free_parse_result(r);
         return -1;
     }

@@ -249,8 +249,8 @@ int route_table_match(RouteTable *t, const RouteClient *c, const RouteStmt *st,
         CompiledRoute *cr = &t->routes[i];
         if (!route_holds(cr, c, st, why)) continue;
         /* the winner must not be joined with tables another route claims
-         * for a different target */
-        for (size_t k = 0; st && k < st->n_rels; k++) {
+         * for a different target (a reject sends nothing anywhere) */
+        for (size_t k = 0; st && cr->cfg->target != TARGET_REJECT && k < st->n_rels; k++) {
             for (size_t j = 0; j < t->n; j++) {
                 const CfgRoute *o = t->routes[j].cfg;
                 if (j == i || same_target(o, cr->cfg) || !route_claims_rel(o, &st->rels[k])) continue;

@@ -1,2 +1,0 @@
-build/obj/src/util/log.o: src/util/log.c include/riffq/log.h
-include/riffq/log.h:
