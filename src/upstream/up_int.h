@@ -1,0 +1,114 @@
+/*
+ * Internals shared by the two halves of the upstream layer:
+ *
+ *   conn.c  one server connection: the nonblocking libpq connect, then raw
+ *           protocol I/O on the socket (or libpq's SSL object), the reset
+ *           query exchange, cancel.  It knows nothing of pools beyond
+ *           reporting state changes through the upool_* calls below.
+ *   pool.c  pools, per-(user, database) keys, the wait queue, housekeeping.
+ *
+ * Every connection is on exactly one list of its key, and the list names its
+ * state (pgbouncer's habit): connecting, idle, active or resetting.  The pool
+ * owns its keys, the keys own the connections on their lists.
+ */
+#ifndef RIFFQ_UPSTREAM_INT_H
+#define RIFFQ_UPSTREAM_INT_H
+
+#include <libpq-fe.h>
+#include <openssl/ssl.h>
+#include "riffq/upstream.h"
+
+typedef struct UpKey UpKey;
+
+typedef enum {
+    UPC_CONNECTING = 0,
+    UPC_IDLE,
+    UPC_ACTIVE,
+    UPC_RESETTING,
+} UpConnState;
+
+typedef struct UpList {
+    UpConn *head, *tail;
+    int n;
+} UpList;
+
+/* A PGcancel shared between a connection and the cancel requests running on
+ * the thread pool, so that a connection closing while PQcancel runs does not
+ * free it under the worker.  refs is touched on the loop thread only. */
+typedef struct UpCancelKey {
+    PGcancel *pc;
+    int refs;
+} UpCancelKey;
+
+typedef struct UpParam {
+    char *name;
+    char *value;
+} UpParam;
+
+struct UpConn {
+    UpPool *pool;
+    UpKey *key;
+    UpConn *prev, *next;            /* links on the key's list for state */
+    UpConnState state;
+
+    PGconn *pg;                     /* owned; PQfinish at close */
+    UpCancelKey *cancel;            /* one reference owned */
+    SSL *ssl;                       /* libpq's, when the upstream uses TLS */
+    int fd;
+
+    /* Readiness.  Heap-allocated and freed by their close callbacks, so a
+     * connection can be freed synchronously while libuv finishes closing. */
+    uv_poll_t *poll;
+    int poll_fd;
+    int poll_events;                /* what poll is started with; 0 = stopped */
+    uv_timer_t *timer;              /* connect timeout, reset timeout, deferred work */
+
+    Buf out;                        /* queued for the server */
+    size_t ssl_retry_len;           /* length an SSL_write must be retried with */
+    unsigned ssl_read_wants_write : 1;
+    unsigned ssl_write_wants_read : 1;
+
+    Buf in;                         /* reset phase only: the server's reply so far */
+    unsigned reset_failed : 1;
+
+    UpConnCb cb;
+    unsigned attached : 1;
+    unsigned paused : 1;
+    unsigned dead : 1;              /* broken: err holds why */
+    unsigned err_delivered : 1;
+    unsigned start_failed : 1;      /* PQconnectStart failed: report on next tick */
+    unsigned destroy_pending : 1;
+    int io_depth;                   /* >0 while a libuv callback of ours runs */
+    RqError err;
+
+    UpParam *params;
+    size_t n_params;
+    int backend_pid;
+    uint64_t created_ms, idle_since_ms;
+
+    void *slot;
+    void (*slot_free)(void *);
+};
+
+/* ---- conn.c ---- */
+/* Start connecting with the given libpq keywords (NULL-terminated). */
+UpConn *upc_open(UpPool *p, UpKey *k, uv_loop_t *loop, const char *const *kw,
+                 const char *const *vals, int connect_timeout_ms);
+/* Close now (or as soon as the current callback of ours returns). */
+void upc_destroy(UpConn *c);
+/* Enter idle state: no callbacks, watch the socket for the server closing. */
+void upc_make_idle(UpConn *c);
+void upc_make_active(UpConn *c);
+/* Send query and collect the reply; upool_reset_done reports the outcome. */
+void upc_start_reset(UpConn *c, const char *query, int timeout_ms);
+
+/* ---- pool.c, called by conn.c ---- */
+void upool_connected(UpConn *c);
+void upool_connect_failed(UpConn *c, RqError *err);
+void upool_conn_lost(UpConn *c);                /* an idle or resetting conn broke */
+void upool_reset_done(UpConn *c, int ok);
+void upool_conn_freed(UpPool *p);               /* the last act of upc_destroy */
+uv_loop_t *upool_loop(const UpPool *p);
+const char *upool_name(const UpPool *p);
+
+#endif
