@@ -139,9 +139,12 @@ int main(int argc, char **argv)
         uv_run(&app.loop, UV_RUN_DEFAULT);
     }
     uv_run(&app.loop, UV_RUN_DEFAULT);
+    /* the server's pools still own handles: free it while the loop can
+     * close them, then sweep whatever is left */
+    server_free(app.srv);
+    uv_run(&app.loop, UV_RUN_DEFAULT);
     uv_walk(&app.loop, close_walk, NULL);
     uv_run(&app.loop, UV_RUN_DEFAULT);
-    server_free(app.srv);
     uv_loop_close(&app.loop);
     free(app.config_path);
     pg_query_exit();

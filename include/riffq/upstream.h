@@ -36,15 +36,21 @@ typedef struct UpWait UpWait;
 typedef void (*UpAcquireCb)(void *ud, UpConn *conn, RqError *err);
 
 typedef struct UpPoolOpts {
-    int pool_size;              /* max server connections per (user, database) key */
+    int pool_size;              /* max server connections per (user, database) key; <= 0 = 20 */
     int min_pool_size;
     int idle_timeout_ms;        /* close idle connections beyond min after this; 0 = never */
     int lifetime_ms;            /* close connections older than this at release; 0 = never */
-    int wait_timeout_ms;        /* max time an acquirer waits in the queue */
-    int connect_timeout_ms;
+    int wait_timeout_ms;        /* max time an acquirer waits in the queue; 0 = no limit */
+    int connect_timeout_ms;     /* 0 = the conninfo's connect_timeout, else 10 s */
     const char *reset_query;    /* sent at release before reuse, e.g. "DISCARD ALL"; NULL = none */
 } UpPoolOpts;
 
+/* 0 when libpq can parse conninfo, else -1 with err (22023) carrying
+ * libpq's message - which may quote the conninfo, so it is for the route
+ * file's author, not for logs. */
+int up_conninfo_check(const char *conninfo, RqError *err);
+
+/* NULL when the conninfo does not parse (see up_conninfo_check). */
 UpPool *up_pool_new(uv_loop_t *loop, const char *name, const char *conninfo, const UpPoolOpts *opts);
 /* Close idle connections now and the others when they are released; frees
  * the pool when the last connection is gone. */
@@ -52,13 +58,21 @@ void up_pool_free(UpPool *p);
 
 /* Get a connection for (user, database).  user/database are used only when
  * the conninfo does not fix them (dbname=/user= absent).  Returns a wait
- * handle while queued (may be NULL when cb was already called). */
+ * handle while queued (may be NULL when cb was already called: an idle
+ * connection is handed out synchronously).  cb is called exactly once
+ * unless up_wait_cancel comes first; after up_pool_free, with 57P01. */
 UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
                         UpAcquireCb cb, void *ud);
 void up_wait_cancel(UpWait *w);     /* cb is not called after this */
 
 /* Give a connection back.  reusable = 0 closes it (protocol state unknown,
- * e.g. the client vanished mid-result).  Runs reset_query first when set. */
+ * e.g. the client vanished mid-result).  Runs reset_query first when set.
+ * Release with reusable = 1 only right after ReadyForQuery 'I': the pool
+ * does not parse relayed traffic, so it cannot tell otherwise (a reset
+ * query like DISCARD ALL fails inside a transaction, which closes the
+ * connection; without a reset query nothing catches it).  Broken
+ * connections are closed whatever reusable says.  May hand the connection
+ * to the next waiter (its callback runs) before returning. */
 void up_pool_release(UpPool *p, UpConn *c, int reusable);
 
 /* ---- raw protocol I/O on an acquired connection ---- */
@@ -83,6 +97,7 @@ void up_conn_cancel(UpConn *c);
 /* Server parameter values reported at connect (server_version, ...). */
 const char *up_conn_parameter(const UpConn *c, const char *name);
 int up_conn_backend_pid(const UpConn *c);
+int up_conn_tls(const UpConn *c);   /* 1 when the upstream connection uses TLS */
 
 /* One pointer of session-layer state per server connection (the relay keeps
  * the set of statements prepared on it there); freed with free_fn when the
@@ -91,7 +106,7 @@ void *up_conn_slot(const UpConn *c);
 void up_conn_set_slot(UpConn *c, void *data, void (*free_fn)(void *));
 
 typedef struct UpPoolStats {
-    int active, idle, connecting, waiting;
+    int active, idle, connecting, waiting;  /* active includes those running reset_query */
     uint64_t total_acquired, total_opened, total_failed;
 } UpPoolStats;
 void up_pool_stats(const UpPool *p, UpPoolStats *out);

@@ -123,6 +123,7 @@ struct PlugEngine {
     PlugWorker *workers;
     int n_workers;
     pthread_t canceller;
+    int has_canceller;
     int stopping;               /* mu */
     uint64_t next_id;           /* mu */
     size_t live;                /* mu: queries not yet freed */

@@ -267,9 +267,9 @@ static int eval_func(Eval *ev, json_t *f, Val *out, RqError *err)
         if (!a[0].text) {
             out->text = NULL;
         } else {
-            const Setting *st = sess_settings_find(ctx->settings, a[0].text, err);
-            if (st) {
-                out->text = xstrdup(st->value);
+            const char *canon, *value;
+            if (sess_settings_get(ctx->settings, a[0].text, &canon, &value, err) == 0) {
+                out->text = xstrdup(value);
             } else if (missing_ok) {
                 rq_error_free(err);
                 out->text = NULL;
@@ -508,11 +508,12 @@ static int run_show(LocalCtx *ctx, const RouteStmt *st, Eval *ev, RqResult *out,
             out->n_rows = 0;
         }
     } else {
-        const Setting *s = sess_settings_find(ctx->settings, canonical_set_name(name), err);
-        if (!s) return -1;
-        rq_result_add_column(out, s->name, PGT_TEXT);
+        const char *canon, *value;
+        if (sess_settings_get(ctx->settings, canonical_set_name(name), &canon, &value, err) < 0)
+            return -1;
+        rq_result_add_column(out, canon, PGT_TEXT);
         if (!ev->describe) {
-            const char *row[1] = { s->value };
+            const char *row[1] = { value };
             rq_result_add_row(out, row);
         }
     }

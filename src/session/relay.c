@@ -213,6 +213,7 @@ static void handle_server_msg(Session *s, uint8_t type, const uint8_t *msg, size
         return;
     }
     RelayAct *a = &r->acts[r->head];
+    log_debug("session %d: server '%c' for act %c kind %d (queue %zu)", s->pid, type, a->msg, a->kind, acts_len(r));
     /* an error always reaches the client, even for an injected message:
      * the client's own statement depended on it */
     if (a->kind == ACT_PASS || type == 'E') buf_append(s->out, msg, total);
@@ -385,6 +386,7 @@ static void send_raw(Session *s, uint8_t type, const uint8_t *body, size_t len)
 static void forward(Session *s, uint8_t type, const uint8_t *body, size_t len, Prepared *ps)
 {
     Relay *r = &s->relay;
+    log_debug("session %d: forward '%c'", s->pid, type);
     if (r->need_begin) {
         /* the client said BEGIN before anything reached this upstream */
         static const char begin[] = "BEGIN";

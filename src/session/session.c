@@ -570,12 +570,22 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
             goto fail;
         }
         statement_hash_name(p->sql, p->decl_types, p->n_decl, p->srv_name);
-        SessStatus st = relay_message(s, t.index, 'P', body, len, p);
-        if (st != SESS_OK) {
-            prepared_unref(p);
-            return st;
+        if (m.name[0] && !s->relay.conn && s->xact == 'I') {
+            /* Outside a transaction a named statement is prepared lazily,
+             * on whichever server its first Bind lands: waiting for a
+             * server just to prepare would deadlock clients that prepare
+             * synchronously (PQprepare) while every pooled server is held
+             * by their other connections.  Errors in the statement then
+             * surface at that Bind. */
+            wire_simple(s->out, '1');
+        } else {
+            SessStatus st = relay_message(s, t.index, 'P', body, len, p);
+            if (st != SESS_OK) {
+                prepared_unref(p);
+                return st;
+            }
+            s->batch_upstream = 1;
         }
-        s->batch_upstream = 1;
         p->types = xmalloc(sizeof *p->types);
         if (!m.name[0]) drop_stmt(s, "");
         p->next = s->stmts;

@@ -221,20 +221,72 @@ static int normalize(const SettingDef *d, const char *in, char **out, RqError *e
 
 /* ---- table ---- */
 
-static Setting *find(const SessSettings *s, const char *name)
+static void unknown_setting(RqError *err, const char *name)
 {
-    for (size_t i = 0; i < s->n; i++)
-        if (!strcasecmp(s->items[i].name, name)) return &s->items[i];
+    rq_error_set(err, "42704", "unrecognized configuration parameter \"%s\"", name);
+}
+
+static const SettingDef *find_def(const char *name)
+{
+    for (size_t i = 0; i < N_DEFS; i++)
+        if (!strcasecmp(defs[i].name, name)) return &defs[i];
     return NULL;
 }
 
-static const char *server_version_num(const char *version, char *buf, size_t n)
+static const char *setting_name(const Setting *st)
 {
-    int major = atoi(version);
-    const char *dot = strchr(version, '.');
-    int minor = dot ? atoi(dot + 1) : 0;
-    snprintf(buf, n, "%d", major * 10000 + minor);
-    return buf;
+    return st->def ? st->def->name : st->custom_name;
+}
+
+static Setting *find(const SessSettings *s, const char *name)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcasecmp(setting_name(&s->items[i]), name)) return &s->items[i];
+    return NULL;
+}
+
+static const char *boot_value(const SessSettings *s, const SettingDef *d, char *buf, size_t n)
+{
+    if (!d) return "";
+    if (!strcmp(d->name, "server_version")) return s->server_version;
+    if (!strcmp(d->name, "session_authorization")) return s->user;
+    if (!strcmp(d->name, "server_version_num")) {
+        int major = atoi(s->server_version);
+        const char *dot = strchr(s->server_version, '.');
+        snprintf(buf, n, "%d", major * 10000 + (dot ? atoi(dot + 1) : 0));
+        return buf;
+    }
+    return d->boot;
+}
+
+static const char *reset_of(const SessSettings *s, const Setting *st, char *buf, size_t n)
+{
+    return st->reset_value ? st->reset_value : boot_value(s, st->def, buf, n);
+}
+
+static Setting *add(SessSettings *s, const SettingDef *d, const char *custom)
+{
+    char buf[16];
+    s->items = xrealloc(s->items, (s->n + 1) * sizeof *s->items);
+    Setting *st = &s->items[s->n++];
+    memset(st, 0, sizeof *st);
+    st->def = d;
+    if (!d) st->custom_name = xstrdup(custom);
+    st->value = xstrdup(boot_value(s, d, buf, sizeof buf));
+    return st;
+}
+
+/* Entry for name, created on first change; NULL (42704) if unknown. */
+static Setting *touch(SessSettings *s, const char *name, RqError *err)
+{
+    Setting *st = find(s, name);
+    if (st) return st;
+    const SettingDef *d = find_def(name);
+    if (!d && !strchr(name, '.')) {
+        unknown_setting(err, name);
+        return NULL;
+    }
+    return add(s, d, name);
 }
 
 static void set_value(Setting *st, char *v)
@@ -245,46 +297,17 @@ static void set_value(Setting *st, char *v)
     st->value = v;
 }
 
-static Setting *add_custom(SessSettings *s, const char *name)
-{
-    s->items = xrealloc(s->items, (s->n + 1) * sizeof *s->items);
-    Setting *st = &s->items[s->n++];
-    memset(st, 0, sizeof *st);
-    st->name = xstrdup(name);
-    st->value = xstrdup("");
-    st->reset_value = xstrdup("");
-    return st;
-}
-
 int sess_settings_init(SessSettings *s, const SettingsInit *init, RqError *err)
 {
-    char vnum[16];
-    s->n = N_DEFS;
-    s->items = xcalloc(N_DEFS, sizeof *s->items);
-    for (size_t i = 0; i < N_DEFS; i++) {
-        Setting *st = &s->items[i];
-        const char *boot = defs[i].boot;
-        if (!strcmp(defs[i].name, "server_version")) boot = init->server_version;
-        else if (!strcmp(defs[i].name, "server_version_num"))
-            boot = server_version_num(init->server_version, vnum, sizeof vnum);
-        else if (!strcmp(defs[i].name, "session_authorization")) boot = init->user;
-        st->def = &defs[i];
-        st->name = xstrdup(defs[i].name);
-        st->value = xstrdup(boot);
-        st->reset_value = xstrdup(boot);
-    }
+    memset(s, 0, sizeof *s);
+    s->user = init->user;
+    s->server_version = init->server_version;
     /* startup-packet settings become the session's RESET values */
     for (size_t i = 0; i < init->n; i++) {
-        Setting *st = find(s, init->keys[i]);
-        if (!st) {
-            if (!strchr(init->keys[i], '.')) {
-                rq_error_set(err, "42704", "unrecognized configuration parameter \"%s\"", init->keys[i]);
-                return -1;
-            }
-            st = add_custom(s, init->keys[i]);
-        }
+        Setting *st = touch(s, init->keys[i], err);
+        if (!st) return -1;
         if (st->def && (st->def->flags & S_READONLY)) {
-            rq_error_set(err, "55P02", "parameter \"%s\" cannot be changed now", st->name);
+            rq_error_set(err, "55P02", "parameter \"%s\" cannot be changed now", setting_name(st));
             return -1;
         }
         char *v;
@@ -300,7 +323,7 @@ int sess_settings_init(SessSettings *s, const SettingsInit *init, RqError *err)
 void sess_settings_free(SessSettings *s)
 {
     for (size_t i = 0; i < s->n; i++) {
-        free(s->items[i].name);
+        free(s->items[i].custom_name);
         free(s->items[i].value);
         free(s->items[i].session_value);
         free(s->items[i].reset_value);
@@ -310,17 +333,35 @@ void sess_settings_free(SessSettings *s)
     s->n = 0;
 }
 
-const Setting *sess_settings_find(const SessSettings *s, const char *name, RqError *err)
+int sess_settings_get(const SessSettings *s, const char *name, const char **canonical,
+                      const char **value, RqError *err)
 {
+    static __thread char buf[16];
     const Setting *st = find(s, name);
-    if (!st) rq_error_set(err, "42704", "unrecognized configuration parameter \"%s\"", name);
-    return st;
+    if (st) {
+        *canonical = setting_name(st);
+        *value = st->value;
+        return 0;
+    }
+    const SettingDef *d = find_def(name);
+    if (!d) {
+        unknown_setting(err, name);
+        return -1;
+    }
+    *canonical = d->name;
+    *value = boot_value(s, d, buf, sizeof buf);
+    return 0;
 }
 
 const char *sess_settings_value(const SessSettings *s, const char *name)
 {
-    const Setting *st = find(s, name);
-    return st ? st->value : NULL;
+    const char *canon, *value;
+    RqError err = {0};
+    if (sess_settings_get(s, name, &canon, &value, &err) < 0) {
+        rq_error_free(&err);
+        return NULL;
+    }
+    return value;
 }
 
 static void remember_for_xact(Setting *st, int is_local, int in_xact)
@@ -339,29 +380,30 @@ static void remember_for_xact(Setting *st, int is_local, int in_xact)
 int sess_settings_set(SessSettings *s, const char *name, const char *value,
                       int is_local, int in_xact, RqError *err)
 {
-    Setting *st = find(s, name);
-    if (!st) {
-        if (!strchr(name, '.')) {
-            rq_error_set(err, "42704", "unrecognized configuration parameter \"%s\"", name);
-            return -1;
-        }
-        st = add_custom(s, name);
-    }
-    if (st->def && (st->def->flags & S_READONLY)) {
-        rq_error_set(err, "55P02", "parameter \"%s\" cannot be changed", st->name);
+    char buf[16];
+    const SettingDef *d = find_def(name);
+    if (d && (d->flags & S_READONLY)) {
+        rq_error_set(err, "55P02", "parameter \"%s\" cannot be changed", d->name);
         return -1;
     }
-    char *v;
-    if (value) {
-        if (normalize(st->def, value, &v, err) < 0) return -1;
-    } else {
-        v = xstrdup(st->reset_value);
-    }
+    /* validate before creating an entry, so a bad SET leaves nothing behind */
+    char *v = NULL;
+    if (value && normalize(d, value, &v, err) < 0) return -1;
     /* outside a transaction block, SET LOCAL has no effect (Postgres warns) */
     if (is_local && !in_xact) {
         free(v);
+        if (!d && !strchr(name, '.')) {
+            unknown_setting(err, name);
+            return -1;
+        }
         return 0;
     }
+    Setting *st = touch(s, name, err);
+    if (!st) {
+        free(v);
+        return -1;
+    }
+    if (!v) v = xstrdup(reset_of(s, st, buf, sizeof buf));
     remember_for_xact(st, is_local, in_xact);
     set_value(st, v);
     return 0;
@@ -369,12 +411,13 @@ int sess_settings_set(SessSettings *s, const char *name, const char *value,
 
 void sess_settings_reset_all(SessSettings *s, int in_xact)
 {
+    char buf[16];
     for (size_t i = 0; i < s->n; i++) {
         Setting *st = &s->items[i];
-        if (st->def && (st->def->flags & S_READONLY)) continue;
-        if (!strcmp(st->value, st->reset_value)) continue;
+        const char *r = reset_of(s, st, buf, sizeof buf);
+        if (!strcmp(st->value, r)) continue;
         remember_for_xact(st, 0, in_xact);
-        set_value(st, xstrdup(st->reset_value));
+        set_value(st, xstrdup(r));
     }
 }
 
@@ -385,11 +428,10 @@ void sess_settings_xact_end(SessSettings *s, int commit)
         if (!st->changed_in_xact) continue;
         if (!commit || st->local) {
             set_value(st, st->session_value);
-            st->session_value = NULL;
         } else {
             free(st->session_value);
-            st->session_value = NULL;
         }
+        st->session_value = NULL;
         st->changed_in_xact = 0;
         st->local = 0;
     }
@@ -401,18 +443,24 @@ void sess_settings_report(SessSettings *s, Buf *out)
         Setting *st = &s->items[i];
         if (!st->report_pending) continue;
         st->report_pending = 0;
-        wire_parameter_status(out, st->name, st->value);
+        wire_parameter_status(out, setting_name(st), st->value);
     }
 }
 
 void sess_settings_report_all(SessSettings *s, Buf *out)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        Setting *st = &s->items[i];
-        if (!st->def || !(st->def->flags & S_REPORT)) continue;
-        st->report_pending = 0;
-        wire_parameter_status(out, st->name, st->value);
+    char buf[16];
+    for (size_t i = 0; i < N_DEFS; i++) {
+        if (!(defs[i].flags & S_REPORT)) continue;
+        Setting *st = find(s, defs[i].name);
+        if (st) st->report_pending = 0;
+        wire_parameter_status(out, defs[i].name, st ? st->value : boot_value(s, &defs[i], buf, sizeof buf));
     }
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcasecmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 void sess_settings_show_all(const SessSettings *s, RqResult *r)
@@ -421,16 +469,19 @@ void sess_settings_show_all(const SessSettings *s, RqResult *r)
     rq_result_add_column(r, "setting", 25);
     rq_result_add_column(r, "description", 25);
     /* Postgres lists SHOW ALL in name order, ignoring case */
-    size_t idx[s->n ? s->n : 1];
-    for (size_t i = 0; i < s->n; i++) idx[i] = i;
-    for (size_t i = 1; i < s->n; i++) {
-        for (size_t j = i; j > 0 && strcasecmp(s->items[idx[j - 1]].name, s->items[idx[j]].name) > 0; j--) {
-            size_t t = idx[j]; idx[j] = idx[j - 1]; idx[j - 1] = t;
-        }
-    }
-    for (size_t i = 0; i < s->n; i++) {
-        const Setting *st = &s->items[idx[i]];
-        const char *row[3] = { st->name, st->value, st->def ? st->def->desc : "" };
+    size_t n = N_DEFS;
+    const char **names = xmalloc((N_DEFS + s->n) * sizeof *names);
+    for (size_t i = 0; i < N_DEFS; i++) names[i] = defs[i].name;
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->items[i].def) names[n++] = s->items[i].custom_name;
+    qsort(names, n, sizeof *names, by_name);
+    for (size_t i = 0; i < n; i++) {
+        const char *canon, *value;
+        RqError err = {0};
+        sess_settings_get(s, names[i], &canon, &value, &err);
+        const SettingDef *d = find_def(names[i]);
+        const char *row[3] = { canon, value, d ? d->desc : "" };
         rq_result_add_row(r, row);
     }
+    free(names);
 }

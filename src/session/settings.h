@@ -19,20 +19,25 @@
 
 typedef struct SettingDef SettingDef;
 
+/* A setting whose value differs from its boot value, or that a transaction
+ * touched.  Untouched settings have no entry at all: an idle session costs a
+ * few bytes here, not a copy of every setting. */
 typedef struct Setting {
-    const SettingDef *def;      /* NULL for a custom setting */
-    char *name;                 /* canonical name (owned) */
+    const SettingDef *def;      /* NULL for a custom "prefix.name" setting */
+    char *custom_name;          /* custom settings only (owned) */
     char *value;                /* current value (owned) */
     char *session_value;        /* value to restore at rollback, when set in a transaction */
-    char *reset_value;          /* what RESET returns to: startup value or default (owned) */
+    char *reset_value;          /* what RESET returns to when not the boot value (owned) */
     unsigned changed_in_xact : 1;
     unsigned local : 1;         /* changed with SET LOCAL in this transaction */
     unsigned report_pending : 1;
 } Setting;
 
 typedef struct SessSettings {
-    Setting *items;             /* owned */
+    Setting *items;             /* owned; only touched settings */
     size_t n;
+    const char *user;           /* borrowed from the session: session_authorization */
+    const char *server_version; /* borrowed from the configuration */
 } SessSettings;
 
 typedef struct SettingsInit {
@@ -49,8 +54,11 @@ void sess_settings_free(SessSettings *s);
 int  sess_settings_set(SessSettings *s, const char *name, const char *value,
                        int is_local, int in_xact, RqError *err);
 void sess_settings_reset_all(SessSettings *s, int in_xact);
-/* NULL with 42704 for an unknown name. */
-const Setting *sess_settings_find(const SessSettings *s, const char *name, RqError *err);
+/* Current value and canonical name of a setting; -1 with 42704 for an
+ * unknown name.  The strings stay valid until the next change. */
+int sess_settings_get(const SessSettings *s, const char *name, const char **canonical,
+                      const char **value, RqError *err);
+/* Current value, or NULL for an unknown name. */
 const char *sess_settings_value(const SessSettings *s, const char *name);
 void sess_settings_xact_end(SessSettings *s, int commit);
 /* ParameterStatus for every reported setting whose value changed. */

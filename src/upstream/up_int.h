@@ -25,6 +25,7 @@ typedef enum {
     UPC_IDLE,
     UPC_ACTIVE,
     UPC_RESETTING,
+    UPC_CLOSED,                     /* on no list: being destroyed */
 } UpConnState;
 
 typedef struct UpList {
@@ -62,8 +63,10 @@ struct UpConn {
     int poll_fd;
     int poll_events;                /* what poll is started with; 0 = stopped */
     uv_timer_t *timer;              /* connect timeout, reset timeout, deferred work */
+    int timeout_ms;                 /* of the connect attempt */
 
-    Buf out;                        /* queued for the server */
+    Buf out;                        /* queued for the server, from out_off on */
+    size_t out_off;
     size_t ssl_retry_len;           /* length an SSL_write must be retried with */
     unsigned ssl_read_wants_write : 1;
     unsigned ssl_write_wants_read : 1;

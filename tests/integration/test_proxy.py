@@ -1,0 +1,328 @@
+"""
+riffq in front of a real PostgreSQL 15 (issue: routing table and upstream
+Postgres).  Every test talks to the gateway with a real driver and asserts
+the exact values Postgres computed, so a relay that drops, reorders or
+corrupts a message fails here.
+"""
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+import harness
+from harness import PASSWORD, USER
+
+
+def proxy_config(port, conninfo, pool_mode="transaction", pool_size=5, routes=None, upstreams=None, **top):
+    cfg = {
+        "listen": [{"host": "127.0.0.1", "port": port}],
+        "auth": {"method": "scram-sha-256", "users": {USER: PASSWORD}},
+        "upstreams": upstreams or {"main": {"conninfo": conninfo, "pool_mode": pool_mode,
+                                            "pool_size": pool_size}},
+        "routes": routes or [{"name": "all", "to": "upstream:main"}],
+    }
+    cfg.update(top)
+    return cfg
+
+
+@pytest.fixture
+def proxy(riffq_factory, pg_cluster):
+    def start(**kw):
+        port = harness.free_port()
+        return riffq_factory(proxy_config(port, pg_cluster.dsn(), **kw))
+    return start
+
+
+@pytest.fixture(scope="module")
+def schema(pg_cluster):
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS items, billing_invoices")
+        c.execute("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2))")
+        c.execute("INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 100) g")
+        c.execute("CREATE TABLE billing_invoices (id int, amount int)")
+        c.execute("INSERT INTO billing_invoices VALUES (1, 10), (2, 20)")
+    return pg_cluster
+
+
+def test_simple_and_extended_queries(proxy, schema):
+    srv = proxy()
+    with psycopg.connect(srv.dsn()) as c:
+        assert c.execute("SELECT count(*), sum(price) FROM items").fetchone() == (100, 7575)
+        assert c.execute("SELECT name FROM items WHERE id = %s", (42,)).fetchone() == ("item 42",)
+        assert c.execute("SELECT id FROM items WHERE id = %s", (7,), prepare=True).fetchone() == (7,)
+        assert c.execute("SELECT id FROM items WHERE id = %s", (8,), prepare=True).fetchone() == (8,)
+        cur = c.cursor(binary=True)
+        cur.execute("SELECT id, price FROM items WHERE id IN (%s, %s) ORDER BY id", (1, 2))
+        assert [(r[0], str(r[1])) for r in cur.fetchall()] == [(1, "1.50"), (2, "3.00")]
+        # the server's own version comes through, not the gateway's
+        assert c.execute("SHOW server_version_num").fetchone()[0].startswith("15")
+
+
+def test_errors_pass_through_with_fields(proxy, schema):
+    srv = proxy()
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.UniqueViolation) as e:
+            c.execute("INSERT INTO items VALUES (1, 'dup', 1)")
+        assert e.value.diag.sqlstate == "23505"
+        assert e.value.diag.constraint_name == "items_pkey"
+        assert "Key (id)=(1) already exists." == e.value.diag.message_detail
+        with pytest.raises(psycopg.errors.UndefinedTable) as e:
+            c.execute("SELECT * FROM nosuch")
+        assert e.value.diag.statement_position == "15"
+        # the connection is fine afterwards
+        assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_transactions_and_status(proxy, schema):
+    srv = proxy(pool_size=1)
+    with psycopg.connect(srv.dsn()) as a, psycopg.connect(srv.dsn()) as b:
+        a.execute("UPDATE items SET name = 'changed' WHERE id = 100")
+        assert a.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        a.rollback()
+        assert a.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # with pool_size 1, b only gets the server after a's transaction ended
+        assert b.execute("SELECT name FROM items WHERE id = 100").fetchone() == ("item 100",)
+        b.commit()
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("SELECT 1/0")
+        assert a.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            a.execute("SELECT 1")
+        a.rollback()
+        assert a.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_prepared_statements_survive_transaction_pooling(proxy, schema):
+    srv = proxy(pool_size=2)
+
+    async def client(n):
+        con = await asyncpg.connect(host=srv.host, port=srv.port, user=USER, password=PASSWORD,
+                                    database="postgres")
+        try:
+            stmt = await con.prepare("SELECT name, price FROM items WHERE id = $1")
+            out = []
+            for i in range(1, 21):
+                row = await stmt.fetchrow((i + n) % 100 + 1)
+                out.append((row["name"], row["price"]))
+            return out
+        finally:
+            await con.close()
+
+    async def main():
+        return await asyncio.gather(*(client(n) for n in range(6)))
+
+    results = asyncio.run(main())
+    for n, rows in enumerate(results):
+        for i, (name, price) in enumerate(rows, 1):
+            k = (i + n) % 100 + 1
+            assert name == "item %d" % k
+            assert float(price) == k * 1.5
+
+
+def test_copy_in_and_out(proxy, schema):
+    srv = proxy()
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS copied")
+        c.execute("CREATE TABLE copied (a int, b text)")
+        with c.cursor().copy("COPY copied FROM STDIN") as cp:
+            for i in range(5000):
+                cp.write_row((i, "row %d" % i))
+        assert c.execute("SELECT count(*), max(a) FROM copied").fetchone() == (5000, 4999)
+        lines = []
+        with c.cursor().copy("COPY (SELECT a, b FROM copied WHERE a < 3 ORDER BY a) TO STDOUT") as cp:
+            for row in cp.rows():
+                lines.append(row)
+        assert lines == [("0", "row 0"), ("1", "row 1"), ("2", "row 2")]
+
+
+def test_notify_reaches_listener(proxy, schema):
+    srv = proxy(pool_mode="session")
+    with psycopg.connect(srv.dsn(), autocommit=True) as listener, \
+         psycopg.connect(srv.dsn(), autocommit=True) as talker:
+        listener.execute("LISTEN riffq_test")
+        talker.execute("NOTIFY riffq_test, 'hello'")
+        got = []
+        for n in listener.notifies(timeout=5):
+            got.append((n.channel, n.payload))
+            break
+        assert got == [("riffq_test", "hello")]
+
+
+def test_cancel_running_statement(proxy, schema):
+    srv = proxy()
+    with psycopg.connect(srv.dsn()) as c:
+        t = threading.Timer(0.5, c.cancel)
+        t.start()
+        start = time.time()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT pg_sleep(20)")
+        assert time.time() - start < 10
+        c.rollback()
+        assert c.execute("SELECT 3").fetchone() == (3,)
+
+
+def test_pool_exhaustion_queues_clients(proxy, schema):
+    srv = proxy(pool_size=1)
+    results = []
+
+    def worker(i):
+        with psycopg.connect(srv.dsn(), autocommit=True) as c:
+            results.append(c.execute("SELECT %s::int, pg_sleep(0.2)", (i,)).fetchone()[0])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    start = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [0, 1, 2, 3]
+    # one server connection: the sleeps ran one after another
+    assert time.time() - start >= 0.75
+
+
+def test_route_by_table_user_and_reject(riffq_factory, pg_cluster, schema):
+    port = harness.free_port()
+    cfg = proxy_config(port, pg_cluster.dsn(), routes=[
+        {"name": "ro", "match": {"statement": ["delete", "update"], "user": [USER]},
+         "to": "reject", "message": "alice is read-only", "sqlstate": "42501"},
+        {"name": "items", "match": {"tables": ["items"]}, "to": "upstream:main"},
+        {"name": "local", "to": "local"},
+    ])
+    srv = riffq_factory(cfg)
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM items").fetchone() == (100,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            c.execute("DELETE FROM items")
+        assert str(e.value).startswith("alice is read-only")
+        # not routed upstream: the gateway answers, and knows no such table
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            c.execute("SELECT * FROM billing_invoices")
+        assert c.execute("SELECT version()").fetchone()[0].startswith("PostgreSQL 15.8 (riffq")
+
+
+def test_two_upstreams_and_mixed_join(riffq_factory, pg_cluster, schema):
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS other")
+        c.execute("CREATE DATABASE other")
+    with psycopg.connect(pg_cluster.dsn(dbname="other"), autocommit=True) as c:
+        c.execute("CREATE TABLE crm_accounts (id int, owner text)")
+        c.execute("INSERT INTO crm_accounts VALUES (1, 'ann')")
+    port = harness.free_port()
+    cfg = proxy_config(port, None, upstreams={
+        "main": {"conninfo": pg_cluster.dsn(), "pool_mode": "transaction"},
+        "crm": {"conninfo": pg_cluster.dsn(dbname="other"), "pool_mode": "transaction"},
+    }, routes=[
+        {"name": "crm", "match": {"tables": ["crm_accounts"]}, "to": "upstream:crm"},
+        {"name": "billing", "match": {"tables": ["billing_invoices"]}, "to": "upstream:main"},
+        {"name": "rest", "to": "upstream:main"},
+    ])
+    srv = riffq_factory(cfg)
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        assert c.execute("SELECT owner FROM crm_accounts").fetchone() == ("ann",)
+        assert c.execute("SELECT sum(amount) FROM billing_invoices").fetchone() == (30,)
+        assert c.execute("SELECT current_database()").fetchone() == ("postgres",)
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.execute("SELECT * FROM crm_accounts JOIN billing_invoices USING (id)")
+        msg = str(e.value)
+        assert '"crm"' in msg and '"billing"' in msg
+
+
+def test_sighup_reload_good_and_bad(riffq_factory, pg_cluster, schema):
+    port = harness.free_port()
+    cfg = proxy_config(port, pg_cluster.dsn())
+    srv = riffq_factory(cfg)
+    held = psycopg.connect(srv.dsn(), autocommit=True)
+    assert held.execute("SELECT count(*) FROM items").fetchone() == (100,)
+    # a new route file that rejects everything for new sessions
+    cfg["routes"] = [{"name": "closed", "to": "reject", "message": "maintenance", "sqlstate": "57P03"}]
+    _rewrite(srv, cfg)
+    os.kill(srv.pid, signal.SIGHUP)
+    deadline = time.time() + 10
+    while "reloaded" not in srv.log and time.time() < deadline:
+        time.sleep(0.05)
+    assert "reloaded" in srv.log
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.CannotConnectNow) as e:
+            c.execute("SELECT 1")
+        assert "maintenance" in str(e.value)
+    # the old session keeps its configuration
+    assert held.execute("SELECT count(*) FROM items").fetchone() == (100,)
+    # an invalid file is refused and the current one stays
+    with open(srv.config_path, "w") as f:
+        f.write('{"routes": [{"to": "upstream:nowhere"}]}')
+    os.kill(srv.pid, signal.SIGHUP)
+    deadline = time.time() + 10
+    while "reload failed" not in srv.log and time.time() < deadline:
+        time.sleep(0.05)
+    assert "reload failed" in srv.log
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.CannotConnectNow):
+            c.execute("SELECT 1")
+    held.close()
+
+
+def _rewrite(srv, cfg):
+    import json
+    with open(srv.config_path, "w") as f:
+        json.dump(cfg, f)
+
+
+@pytest.fixture
+def own_cluster():
+    pg = harness.PgCluster()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+
+
+def test_upstream_killed_mid_query_and_pool_heals(riffq_factory, own_cluster):
+    port = harness.free_port()
+    srv = riffq_factory(proxy_config(port, own_cluster.dsn(), pool_size=2))
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        killer = threading.Timer(0.5, lambda: psycopg.connect(own_cluster.dsn(), autocommit=True)
+                                 .execute("SELECT pg_terminate_backend(%s)", (pid,)))
+        killer.start()
+        with pytest.raises(psycopg.OperationalError) as e:
+            c.execute("SELECT pg_sleep(10)")
+        killer.join()
+        assert e.value.sqlstate in ("57P01", "08006")
+    # a new client gets a fresh server connection
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        assert c.execute("SELECT 5").fetchone() == (5,)
+    # a restart of the whole server: idle pooled connections die, new ones work
+    own_cluster._as_pg([os.path.join(harness.PG_BINDIR, "pg_ctl"), "-D", own_cluster.datadir,
+                        "-m", "fast", "-w", "restart"])
+    deadline = time.time() + 10
+    while True:
+        try:
+            with psycopg.connect(srv.dsn(), autocommit=True) as c:
+                assert c.execute("SELECT 6").fetchone() == (6,)
+            break
+        except psycopg.OperationalError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_upstream_down_gives_clear_error(riffq_factory):
+    port = harness.free_port()
+    dead = harness.free_port()
+    srv = riffq_factory(proxy_config(port, "host=127.0.0.1 port=%d dbname=x user=x connect_timeout=2" % dead))
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.OperationalError) as e:
+            c.execute("SELECT 1")
+        assert e.value.sqlstate == "08006"
+        assert "Connection refused" in str(e.value) or "connection" in str(e.value).lower()
+        # the session is still usable for statements the gateway answers... none here:
+        # everything routes upstream, so the same error again
+        with pytest.raises(psycopg.OperationalError):
+            c.execute("SELECT 1")
