@@ -14,11 +14,11 @@
 #include <string.h>
 #include <signal.h>
 #include <uv.h>
-#include <pg_query.h>
 #include <openssl/ssl.h>
 #include "riffq/buf.h"
 #include "riffq/config.h"
 #include "riffq/log.h"
+#include "riffq/route.h"
 #include "riffq/server.h"
 
 typedef struct App {
@@ -147,7 +147,7 @@ int main(int argc, char **argv)
     uv_run(&app.loop, UV_RUN_DEFAULT);
     uv_loop_close(&app.loop);
     free(app.config_path);
-    pg_query_exit();
+    route_parser_exit();
     log_info("stopped");
     return rc;
 }

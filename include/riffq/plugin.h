@@ -26,10 +26,16 @@ typedef struct PlugQuery PlugQuery;
 
 /* Start the interpreter and import every plugin in cfg.  A plugin that
  * fails to import does not stop the engine: it is recorded, logged, and its
- * queries fail with a clear error.  n_workers: handler threads. */
+ * queries fail with a clear error.  n_workers: handler threads.  The
+ * interpreter is started once per process and never finalized, so engines
+ * may come and go.  The imports run on the calling thread. */
 PlugEngine *plug_engine_new(uv_loop_t *loop, const Config *cfg, int n_workers, char **errmsg);
-/* Re-import the plugins of cfg (SIGHUP). */
+/* Re-import the plugins of cfg (SIGHUP).  The imports run on the calling
+ * thread (blocking it for as long as they take); running queries finish
+ * with the module they started with. */
 int plug_engine_reload(PlugEngine *e, const Config *cfg, char **errmsg);
+/* Every query and hook must have been freed with plug_query_free first.
+ * The engine's uv handle closes on the next loop iteration. */
 void plug_engine_free(PlugEngine *e);
 
 /* Whether a plugin is usable: 0 loaded, 1 failed to import (*error, if

@@ -49,6 +49,8 @@ typedef struct RouteParse {
  * Postgres' words) in err. */
 int route_parse(const char *sql, RouteParse *out, RqError *err);
 void route_parse_free(RouteParse *p);
+/* Release the parser's per-thread memory (at exit, for leak checkers). */
+void route_parser_exit(void);
 
 /* "select", "insert", ... as route files spell statement kinds. */
 const char *route_kind_name(StmtKind k);

@@ -120,7 +120,8 @@ void wire_notice(Buf *b, const RqError *e);             /* NoticeResponse, sever
 void wire_command_complete(Buf *b, const char *tag);
 void wire_simple(Buf *b, uint8_t type);                 /* empty-bodied: '1' '2' '3' 'n' 's' 'I' */
 void wire_parameter_description(Buf *b, const uint32_t *oids, size_t n);
-void wire_negotiate_protocol(Buf *b, int32_t minor, const char *const *opts, size_t n);
+/* newest: the newest protocol version (major << 16 | minor) the server speaks */
+void wire_negotiate_protocol(Buf *b, int32_t newest, const char *const *opts, size_t n);
 
 typedef struct WireField {
     const char *name;

@@ -372,6 +372,18 @@ static PyObject *utf8(const char *s)
     return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
 }
 
+/* GIL held.  After this the canceller cannot reach this worker until it
+ * runs the next job: in_python is cleared under the GIL, which the
+ * canceller holds while it checks and acts, and an exception it already
+ * scheduled is withdrawn. */
+static void stop_interrupts(PlugWorker *w)
+{
+    pthread_mutex_lock(&w->e->mu);
+    w->in_python = 0;
+    pthread_mutex_unlock(&w->e->mu);
+    PyThreadState_SetAsyncExc(w->ident, NULL);
+}
+
 /* GIL held. */
 static void run_query(PlugWorker *w, PlugQuery *q)
 {
@@ -406,7 +418,9 @@ static void run_query(PlugWorker *w, PlugQuery *q)
 py_error:
     plug_py_error(p->name, plug_query_canceled(q), &q->err);
 out:
-    /* dropping the result may run a generator's finally: still this query */
+    /* dropping the result may run a generator's finally block, which a
+     * late QueryCanceled must not interrupt */
+    stop_interrupts(w);
     Py_XDECREF(res);
     Py_XDECREF(sql);
     Py_XDECREF(ctx);
@@ -473,14 +487,7 @@ static void run_job(PlugWorker *w, PlugQuery *q)
     }
 
     current_query = NULL;
-    /* The GIL is held from here to the end of this function, and the
-     * canceller only acts while holding it and seeing in_python == id; so
-     * once in_python is cleared and any exception it already scheduled is
-     * withdrawn, nothing can reach the next job. */
-    pthread_mutex_lock(&e->mu);
-    w->in_python = 0;
-    pthread_mutex_unlock(&e->mu);
-    PyThreadState_SetAsyncExc(w->ident, NULL);
+    stop_interrupts(w);
     PyErr_Clear();
     finish_job(w, q);
 }

@@ -36,8 +36,16 @@
 PlugPy plug_py;
 
 /* The plugin whose file is being imported: the decorators register into
- * it.  Only touched with the GIL held, and imports run one at a time. */
+ * it.  Only touched with the GIL held, and imports run one at a time.  A
+ * handler on a worker that calls a decorator meanwhile must not register
+ * into it, hence the importing thread is remembered too. */
 static PlugPlugin *loading;
+static unsigned long loading_thread;
+
+static PlugPlugin *importing(void)
+{
+    return loading && loading_thread == PyThread_get_thread_ident() ? loading : NULL;
+}
 
 static const char riffq_source[] =
 "\"\"\"riffq: what the gateway gives its Python plugins.\n"
@@ -320,10 +328,11 @@ static PyObject *py_register(PyObject *self, PyObject *args)
                      kind, Py_TYPE(fn)->tp_name);
         return NULL;
     }
-    if (!loading) Py_RETURN_FALSE;
-    PyObject **slot = strcmp(kind, "query_handler") == 0 ? &loading->handler
-                    : strcmp(kind, "on_connect") == 0 ? &loading->on_connect
-                    : strcmp(kind, "on_disconnect") == 0 ? &loading->on_disconnect : NULL;
+    PlugPlugin *p = importing();
+    if (!p) Py_RETURN_FALSE;
+    PyObject **slot = strcmp(kind, "query_handler") == 0 ? &p->handler
+                    : strcmp(kind, "on_connect") == 0 ? &p->on_connect
+                    : strcmp(kind, "on_disconnect") == 0 ? &p->on_disconnect : NULL;
     if (!slot) {
         PyErr_Format(PyExc_ValueError, "unknown hook %s", kind);
         return NULL;
@@ -346,6 +355,7 @@ static PyObject *py_register_table(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "UUO!O!O:_register_table", &schema, &name,
                           &PyList_Type, &cols, &PyList_Type, &pk, &comment))
         return NULL;
+    PlugPlugin *loading = importing();
     if (!loading) Py_RETURN_FALSE;
     const char *s = PyUnicode_AsUTF8(schema), *n = PyUnicode_AsUTF8(name);
     if (!s || !n) return NULL;
@@ -657,6 +667,7 @@ static PyObject *fetch_exception(void)
 int plug_py_import(PlugPlugin *p)
 {
     loading = p;
+    loading_thread = PyThread_get_thread_ident();
     PyObject *mod = PyObject_CallFunction(plug_py.load, "ss", p->modname, p->path);
     loading = NULL;
     if (mod) {

@@ -201,9 +201,20 @@ static void collect_rels(json_t *node, RouteStmt *s)
     s->n_rels = keep;
 }
 
+/* libpg_query keeps a memory context per thread, created on first use;
+ * pg_query_exit crashes when it was never created. */
+static __thread int parser_used;
+
+void route_parser_exit(void)
+{
+    if (parser_used) pg_query_exit();
+    parser_used = 0;
+}
+
 int route_parse(const char *sql, RouteParse *out, RqError *err)
 {
     memset(out, 0, sizeof *out);
+    parser_used = 1;
     PgQueryParseResult r = pg_query_parse(sql);
     if (r.error) {
         rq_error_set(err, "42601", "%s", r.error->message);

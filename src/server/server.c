@@ -138,7 +138,8 @@ static void cref_release(CfgRef *r)
     }
     if (r->ssl) SSL_CTX_free(r->ssl);
     route_table_free(r->env.routes);
-    for (size_t i = 0; r->env.pools && i < r->cfg->n_upstreams; i++) up_pool_free(r->env.pools[i]);
+    for (size_t i = 0; r->env.pools && i < r->cfg->n_upstreams; i++)
+        if (r->env.pools[i]) up_pool_free(r->env.pools[i]);
     free(r->env.pools);
     cfg_free(r->cfg);
     free(r);
@@ -177,6 +178,13 @@ static CfgRef *cref_new(uv_loop_t *loop, Config *cfg, char **errmsg)
             .reset_query = u->pool_mode == POOL_SESSION ? "DISCARD ALL" : NULL,
         };
         r->env.pools[i] = up_pool_new(loop, u->name, u->conninfo, &o);
+        if (!r->env.pools[i]) {
+            /* libpq's own message may quote the password: don't repeat it */
+            *errmsg = xasprintf("%s: upstreams.%s.conninfo: not a valid libpq connection string",
+                                cfg->path, u->name);
+            cref_release(r);
+            return NULL;
+        }
     }
     r->verifiers = xcalloc(cfg->n_users ? cfg->n_users : 1, sizeof *r->verifiers);
     for (size_t i = 0; i < cfg->n_users; i++) {
@@ -746,7 +754,7 @@ static void handle_startup(Conn *c, const uint8_t *body, size_t len)
     /* newer minor versions and protocol extensions we don't know are
      * negotiated down rather than refused, as Postgres does */
     if (minor > 0 || n_unknown > 0)
-        wire_negotiate_protocol(&c->out, 0, unknown, n_unknown);
+        wire_negotiate_protocol(&c->out, WIRE_PROTO_30, unknown, n_unknown);
     c->user = xstrdup(user);
     c->database = xstrdup(db && *db ? db : user);
     /* the session is created after authentication but needs these values,
@@ -1076,6 +1084,13 @@ void server_stop(Server *srv)
         } else {
             conn_close(c);
         }
+    }
+    /* every session has given its server connection back; closing the
+     * pools now lets the loop run dry */
+    CfgRef *r = srv->cur;
+    for (size_t i = 0; i < r->cfg->n_upstreams; i++) {
+        up_pool_free(r->env.pools[i]);
+        r->env.pools[i] = NULL;
     }
 }
 

@@ -545,15 +545,14 @@ int local_run(LocalCtx *ctx, const RouteStmt *st, const char *const *params, uin
 
 void local_no_route(const LocalCtx *ctx, const RouteStmt *st, RqError *err)
 {
-    if ((st->kind == STMT_SELECT || st->kind == STMT_INSERT || st->kind == STMT_UPDATE ||
-         st->kind == STMT_DELETE || st->kind == STMT_MERGE || st->kind == STMT_COPY) && st->n_rels > 0) {
+    /* a query of a table nothing serves reads, to a client, exactly like a
+     * query of a table that does not exist */
+    if (st->kind == STMT_SELECT && st->n_rels > 0) {
         const RouteRel *r = &st->rels[0];
         if (r->schema)
             rq_error_set(err, "42P01", "relation \"%s.%s\" does not exist", r->schema, r->name);
         else
             rq_error_set(err, "42P01", "relation \"%s\" does not exist", r->name);
-        rq_error_detail(err, "No route in the route file serves this %s statement.",
-                        route_stmt_tag(st));
         if (r->location >= 0) err->position = char_pos(ctx->sql, r->location);
         return;
     }

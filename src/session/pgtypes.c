@@ -1279,9 +1279,11 @@ static int numeric_recv(const Codec *c, const uint8_t *d, size_t n, Val *v, RqEr
  * cut into fields (number, date, time, word, signed number), then the
  * fields are interpreted.  The accepted forms are the ISO ones and their
  * usual variants: 2024-01-02, 2024/01/02, 20240102, 01/02/2024 (DateStyle
- * MDY), month names, "T" or blank between date and time, hh:mm[:ss[.f]],
- * AM/PM, offsets Z/UTC/GMT/+hh/+hhmm/+hh:mm[:ss], AD/BC, and the words
- * infinity, -infinity, epoch, allballs.
+ * MDY), month names (Jan 2 2024, 2 January 24, 2024-Jan-02), "T" or blank
+ * between date and time, hh:mm[:ss[.f]], hhmmss, AM/PM, numeric offsets
+ * (+hh, +hhmm, +hh:mm[:ss]) and the fixed-offset abbreviations of Postgres'
+ * default set (UTC, Z, EST, CET, ...), AD/BC, and the words infinity,
+ * -infinity, epoch, allballs.
  * ------------------------------------------------------------------------ */
 
 #define USECS_PER_SEC    INT64_C(1000000)
@@ -1613,6 +1615,10 @@ typedef struct DtIn {
     int have_zone;
     int mer;                /* 0 = 24-hour clock, 1 = AM, 2 = PM */
     int special;            /* SP_* below */
+    int weekday;            /* a day name was given (and ignored) */
+    int64_t pend[3];        /* bare numbers waiting to be day or year, next to a month name */
+    int pend_len[3];
+    int npend;
 } DtIn;
 
 enum { SP_NONE, SP_INFINITY, SP_NINFINITY, SP_EPOCH, SP_ALLBALLS };
@@ -1628,6 +1634,21 @@ static const struct { const char *name; int mon; } month_names[] = {
 static const char *const weekday_names[] = {
     "sun", "sunday", "mon", "monday", "tue", "tues", "tuesday", "wed", "wednesday",
     "thu", "thur", "thurs", "thursday", "fri", "friday", "sat", "saturday",
+};
+
+/* The fixed-offset zone abbreviations of Postgres' Default set
+ * (share/timezonesets/Default), in seconds east of UTC.  The ones that
+ * follow a zone's history (MSK, SGT, ...) need the tz database and are not
+ * here. */
+static const struct { const char *name; int east; } zone_abbrevs[] = {
+    { "acst", 34200 }, { "aedt", 39600 }, { "aest", 36000 }, { "akdt", -28800 },
+    { "akst", -32400 }, { "awst", 28800 }, { "bst", 3600 }, { "cdt", -18000 },
+    { "cest", 7200 }, { "cet", 3600 }, { "cst", -21600 }, { "edt", -14400 },
+    { "eest", 10800 }, { "eet", 7200 }, { "est", -18000 }, { "gmt", 0 }, { "hkt", 28800 },
+    { "hst", -36000 }, { "ist", 7200 }, { "jst", 32400 }, { "kst", 32400 },
+    { "mdt", -21600 }, { "mest", 7200 }, { "met", 3600 }, { "mst", -25200 },
+    { "nzdt", 46800 }, { "nzst", 43200 }, { "pdt", -25200 }, { "pst", -28800 },
+    { "ut", 0 }, { "utc", 0 }, { "wet", 0 }, { "z", 0 }, { "zulu", 0 },
 };
 
 static int parse_int_field(const char *s, int64_t *v)
@@ -1674,22 +1695,25 @@ static int decode_numeric_date(char *f, DtIn *r)
     return 0;
 }
 
-/* A run of digits: yyyymmdd, or hhmmss[.f] / hhmm as a time. */
-static int decode_number_run(const char *f, DtIn *r, int after_t)
+/* A run of digits: yyyymmdd, hhmmss[.f] or hhmm as a time (after "T", after
+ * a complete date, or for the time types), or else a day or year to be
+ * placed next to a month name once all fields are seen. */
+static int decode_number_run(const char *f, DtIn *r, int after_t, int time_only)
 {
     size_t len = strcspn(f, ".");
     int64_t v;
-    char digits[16];
+    char digits[24];
     if (len >= sizeof digits) return DT_BAD_FORMAT;
     memcpy(digits, f, len);
     digits[len] = 0;
-    if (!after_t && !r->have_year && !r->have_mon && len == 8 && !f[len]) {
+    int have_date = r->have_year && r->have_mon && r->have_mday;
+    if (!after_t && !r->have_year && !r->have_mon && !r->have_mday && !r->npend && len == 8 && !f[len]) {
         parse_int_field(digits, &v);
         r->year = v / 10000; r->mon = (int)(v / 100 % 100); r->mday = (int)(v % 100);
         r->have_year = r->have_mon = r->have_mday = 1;
         return 0;
     }
-    if (!r->have_time && (len == 6 || len == 4) && (after_t || r->have_mday)) {
+    if (!r->have_time && (after_t || have_date || time_only) && (len == 6 || (len == 4 && !f[len]))) {
         parse_int_field(digits, &v);
         if (len == 6) {
             r->hour = v / 10000; r->min = (int)(v / 100 % 100); r->sec = (int)(v % 100);
@@ -1705,27 +1729,70 @@ static int decode_number_run(const char *f, DtIn *r, int after_t)
         r->have_time = 1;
         return 0;
     }
-    /* a lone day or year beside a month name */
-    if (f[len] || !r->text_month) return DT_BAD_FORMAT;
+    if (f[len] || after_t || have_date || r->npend == 3) return DT_BAD_FORMAT;
     int rc = parse_int_field(digits, &v);
     if (rc) return rc;
-    if (len >= 3 || (r->have_mday && !r->have_year)) {
-        if (r->have_year) return DT_BAD_FORMAT;
-        r->year = v;
-        r->have_year = 1;
-        r->is2digits = len <= 2;
-    } else if (!r->have_mday) {
-        r->mday = (int)v;
-        r->have_mday = 1;
-    } else {
-        return DT_BAD_FORMAT;
+    r->pend[r->npend] = v;
+    r->pend_len[r->npend++] = (int)len;
+    return 0;
+}
+
+/* Day and year beside a month name: a number of three or more digits is the
+ * year, otherwise the first is the day and the next the year. */
+static int place_pending(DtIn *r)
+{
+    if (!r->npend) return 0;
+    if (!r->text_month) return DT_BAD_FORMAT;
+    for (int i = 0; i < r->npend; i++) {
+        if (r->pend_len[i] >= 3 || (r->have_mday && !r->have_year)) {
+            if (r->have_year) return DT_BAD_FORMAT;
+            r->year = r->pend[i];
+            r->have_year = 1;
+            r->is2digits = r->pend_len[i] <= 2;
+        } else if (!r->have_mday) {
+            r->mday = (int)r->pend[i];
+            r->have_mday = 1;
+        } else {
+            return DT_BAD_FORMAT;
+        }
+    }
+    return 0;
+}
+
+static int month_by_name(const char *w)
+{
+    for (size_t k = 0; k < sizeof month_names / sizeof month_names[0]; k++)
+        if (!strcmp(w, month_names[k].name)) return month_names[k].mon;
+    return 0;
+}
+
+/* A date field with a month name in it: jan-02-2024, 2024-jan-02. */
+static int decode_text_date(char *f, DtIn *r)
+{
+    char delim = 0;
+    for (char *p = f; *p; p++)
+        if (!isalnum((unsigned char)*p)) { delim = *p; break; }
+    if (delim != '-' && delim != '/' && delim != '.') return DT_BAD_FORMAT;
+    for (char *p = f; p;) {
+        char *q = strchr(p, delim);
+        if (q) *q = 0;
+        if (*p && strspn(p, "0123456789") == strlen(p)) {
+            int rc = decode_number_run(p, r, 0, 0);
+            if (rc) return rc;
+        } else {
+            int m = month_by_name(p);
+            if (!m || r->have_mon) return DT_BAD_FORMAT;
+            r->mon = m;
+            r->have_mon = r->text_month = 1;
+        }
+        p = q ? q + 1 : NULL;
     }
     return 0;
 }
 
 /* Interpret fields as a date and/or time (DecodeDateTime and
  * DecodeTimeOnly, for the forms listed above). */
-static int decode_datetime(Fields *fl, DtIn *r)
+static int decode_datetime(Fields *fl, DtIn *r, int time_only)
 {
     int after_t = 0;
     memset(r, 0, sizeof *r);
@@ -1736,15 +1803,16 @@ static int decode_datetime(Fields *fl, DtIn *r)
         switch (fl->type[i]) {
         case F_DATE:
             if (!isdigit((unsigned char)f[0]) || strpbrk(f, "abcdefghijklmnopqrstuvwxyz")) {
-                /* "America/New_York" and friends: zone names after a date */
-                if (r->have_mday && r->have_mon) return DT_BAD_ZONE;
-                return DT_BAD_FORMAT;
+                /* "America/New_York" and friends: zone names after a date or time */
+                if (strchr(f, '/') && (r->have_mon || r->have_time)) return DT_BAD_ZONE;
+                if ((rc = decode_text_date(f, r))) return rc;
+                break;
             }
-            if (r->have_year || r->have_mon || r->have_mday) return DT_BAD_FORMAT;
+            if (r->have_year || r->have_mon || r->have_mday || r->npend) return DT_BAD_FORMAT;
             if ((rc = decode_numeric_date(f, r))) return rc;
             break;
         case F_NUMBER:
-            if ((rc = decode_number_run(f, r, after_t))) return rc;
+            if ((rc = decode_number_run(f, r, after_t, time_only))) return rc;
             after_t = 0;
             break;
         case F_TIME:
@@ -1762,10 +1830,11 @@ static int decode_datetime(Fields *fl, DtIn *r)
         case F_STRING: {
             size_t k;
             if (strcmp(f, "t") == 0) { after_t = 1; break; }
-            if (!strcmp(f, "z") || !strcmp(f, "zulu") || !strcmp(f, "utc") || !strcmp(f, "gmt") ||
-                !strcmp(f, "ut")) {
+            for (k = 0; k < sizeof zone_abbrevs / sizeof zone_abbrevs[0]; k++)
+                if (!strcmp(f, zone_abbrevs[k].name)) break;
+            if (k < sizeof zone_abbrevs / sizeof zone_abbrevs[0]) {
                 if (r->have_zone) return DT_BAD_FORMAT;
-                r->zone = 0;
+                r->zone = -zone_abbrevs[k].east;
                 r->have_zone = 1;
                 break;
             }
@@ -1776,7 +1845,7 @@ static int decode_datetime(Fields *fl, DtIn *r)
                 r->mer = f[0] == 'a' ? 1 : 2;
                 break;
             }
-            if (!strcmp(f, "infinity") || !strcmp(f, "+infinity") || !strcmp(f, "-infinity") ||
+            if (!strcmp(f, "infinity") || !strcmp(f, "-infinity") ||
                 !strcmp(f, "epoch") || !strcmp(f, "allballs")) {
                 if (fl->n != 1) return DT_BAD_FORMAT;
                 r->special = f[0] == '-' ? SP_NINFINITY : f[0] == 'e' ? SP_EPOCH
@@ -1786,25 +1855,26 @@ static int decode_datetime(Fields *fl, DtIn *r)
             if (!strcmp(f, "now") || !strcmp(f, "today") || !strcmp(f, "tomorrow") ||
                 !strcmp(f, "yesterday"))
                 return DT_NOT_SUPPORTED;
-            for (k = 0; k < sizeof month_names / sizeof month_names[0]; k++)
-                if (!strcmp(f, month_names[k].name)) break;
-            if (k < sizeof month_names / sizeof month_names[0]) {
+            if (month_by_name(f)) {
                 if (r->have_mon) return DT_BAD_FORMAT;
-                r->mon = month_names[k].mon;
+                r->mon = month_by_name(f);
                 r->have_mon = r->text_month = 1;
                 break;
             }
             for (k = 0; k < sizeof weekday_names / sizeof weekday_names[0]; k++)
                 if (!strcmp(f, weekday_names[k])) break;
-            if (k < sizeof weekday_names / sizeof weekday_names[0]) break;
-            /* a word after the time is most likely a zone abbreviation */
-            if (r->have_time && fl->type[i] == F_STRING) return DT_BAD_ZONE;
+            if (k < sizeof weekday_names / sizeof weekday_names[0]) {
+                r->weekday = 1;
+                break;
+            }
             return DT_BAD_FORMAT;
         }
         }
     }
     if (after_t) return DT_BAD_FORMAT;
-    return 0;
+    /* Postgres takes a day name only in the spelled-out style ("Tue Jan 2 2024") */
+    if (r->weekday && !r->text_month) return DT_BAD_FORMAT;
+    return place_pending(r);
 }
 
 /* ValidateDate and the time checks of DecodeDateTime */
@@ -1874,7 +1944,7 @@ static int parse_datetime(const char *s, const char *type, int need_date, DtIn *
 {
     Fields fl;
     int rc = dt_fields(s, &fl, 128 + MAX_FIELDS);
-    if (!rc) rc = decode_datetime(&fl, r);
+    if (!rc) rc = decode_datetime(&fl, r, !need_date);
     if (!rc) rc = validate_datetime(r, need_date);
     return rc ? dt_error(err, rc, type, s) : 0;
 }
@@ -2041,11 +2111,11 @@ typedef struct ItmIn {          /* pg_itm_in: fields before folding into months 
 enum { U_NONE, U_MICRO, U_MILLI, U_SECOND, U_MINUTE, U_HOUR, U_DAY, U_WEEK, U_MONTH,
        U_YEAR, U_DECADE, U_CENTURY, U_MILLENNIUM, U_AGO, U_BAD };
 
-/* one bit per unit for spotting repeats; an hh:mm:ss field claims hour,
- * minute and second */
+/* one bit per unit for spotting repeats; an hh:mm:ss field claims hours,
+ * minutes and all kinds of seconds */
 #define UM(u) (1 << (u))
-#define UM_TIME (UM(U_HOUR) | UM(U_MINUTE) | UM(U_SECOND))
 #define UM_ALL_SECS (UM(U_SECOND) | UM(U_MILLI) | UM(U_MICRO))
+#define UM_TIME (UM(U_HOUR) | UM(U_MINUTE) | UM_ALL_SECS)
 
 /* Postgres' interval unit table; words are compared on their first ten
  * letters (TOKMAXLEN), so "microseconds" matches "microsecon". */

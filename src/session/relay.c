@@ -468,14 +468,11 @@ static void on_acquired(void *ud, UpConn *conn, RqError *err)
     Relay *r = &s->relay;
     r->wait = NULL;
     if (!conn) {
-        /* the client's message was not consumed: answer it with the error
-         * and let the session go on */
-        wire_error(s->out, err);
-        if (s->xact == 'T') s->xact = 'E';
-        s->skip_to_sync = 1;
+        /* the client's message was not consumed: it comes back on resume
+         * and is answered with this error then, in its place */
+        rq_error_move(&r->acquire_err, err);
         r->upstream = -1;
         r->acquire_failed = 1;
-        s->io.flush(s->io.ctx);
         if (!s->in_handle) sess_done_waiting(s);
         return;
     }
@@ -490,13 +487,12 @@ SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *
 {
     Relay *r = &s->relay;
     if (r->acquire_failed) {
-        /* the error was sent when the acquire failed; this message is the
-         * one that triggered it */
         r->acquire_failed = 0;
-        if (type == 'Q') {
-            s->skip_to_sync = 0;
-            wire_ready(s->out, s->xact);
-        }
+        wire_error(s->out, &r->acquire_err);
+        rq_error_free(&r->acquire_err);
+        if (s->xact == 'T') s->xact = 'E';
+        if (type == 'Q' || type == 'S') wire_ready(s->out, s->xact);
+        else s->skip_to_sync = 1;
         return SESS_OK;
     }
     if (!r->conn) {

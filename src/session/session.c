@@ -598,6 +598,11 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
         goto fail;
     }
     const RouteStmt *st = p->parse.n ? &p->parse.stmts[0] : NULL;
+    if (s->xact == 'E' && !(st && xact_allowed_when_failed(st))) {
+        rq_error_set(err, "25P02",
+                     "current transaction is aborted, commands ignored until end of transaction block");
+        goto fail;
+    }
     if (st && !stmt_answerable(s, st, p->sql, err)) goto fail;
     uint32_t *types = xmalloc(WIRE_MAX_PARAMS * sizeof *types);
     local_param_types(st, p->decl_types, p->n_decl, types, &p->n_params);
@@ -666,7 +671,13 @@ static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
                 rc = -1;
                 break;
             }
-            p->params[i] = xstrndup((const char *)v, (size_t)vlen);
+            /* Postgres runs the type's input function at Bind */
+            buf_reset(&b);
+            if (pgt_text_normalize(ps->types[i], (const char *)v, (size_t)vlen, &b, err) < 0) {
+                rc = -1;
+                break;
+            }
+            p->params[i] = xstrndup(b.data ? b.data : "", b.len);
         }
     }
     buf_free(&b);
@@ -807,7 +818,9 @@ static int execute_local(Session *s, Portal *p, int32_t max_rows, RqError *err)
     size_t n = (max_rows > 0 && (size_t)max_rows < left) ? (size_t)max_rows : left;
     if (rq_result_rows(&p->res, p->pos, n, p->formats, p->n_formats, s->out, err) < 0) return -1;
     p->pos += n;
-    if (p->pos < p->res.n_rows) wire_simple(s->out, 's');
+    /* like Postgres, a limit that is reached suspends the portal even when
+     * no row is left; only running dry before the limit completes it */
+    if (max_rows > 0 && n == (size_t)max_rows) wire_simple(s->out, 's');
     else complete(s, &p->res, n);
     return 0;
 }
@@ -969,6 +982,7 @@ void sess_free(Session *s)
 {
     if (!s) return;
     relay_detach(s, s->xact == 'I');
+    rq_error_free(&s->relay.acquire_err);
     free(s->relay.acts);
     drop_all_portals(s);
     drop_all_stmts(s);

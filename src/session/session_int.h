@@ -78,7 +78,8 @@ typedef struct Relay {
     int paused;                 /* server reading paused for backpressure */
     int want_resume;            /* session must resume when the queue drains */
     int broken;
-    int acquire_failed;         /* the pending message was answered with the error */
+    int acquire_failed;         /* acquire_err answers the message that comes back */
+    RqError acquire_err;
     int need_begin;             /* open the transaction begun locally before forwarding */
 } Relay;
 

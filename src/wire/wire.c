@@ -418,10 +418,10 @@ void wire_parameter_description(Buf *b, const uint32_t *oids, size_t n)
     wire_end(b, m);
 }
 
-void wire_negotiate_protocol(Buf *b, int32_t minor, const char *const *opts, size_t n)
+void wire_negotiate_protocol(Buf *b, int32_t newest, const char *const *opts, size_t n)
 {
     size_t m = wire_begin(b, 'v');
-    buf_append_u32(b, (uint32_t)minor);
+    buf_append_u32(b, (uint32_t)newest);
     buf_append_u32(b, (uint32_t)n);
     for (size_t i = 0; i < n; i++) buf_append_cstr(b, opts[i]);
     wire_end(b, m);

@@ -469,6 +469,9 @@ START_TEST(rows_dicts_generators_and_types)
         "        return [(70000,)], [('a', 'int2')]\n"
         "    if sql == 'arr':\n"
         "        return [([1, None, 3], ['a b', 'c\"'])], [('a', 'int4[]'), ('t', 'text[]')]\n"
+        "    if sql == 'typmod':\n"
+        "        return [(1, 'x', None)], [('a', 'numeric(12, 2)'), ('b', 'varchar(20)'),\n"
+        "                                  ('c', 'timestamp(3) with time zone')]\n"
         "    if sql == 'none':\n"
         "        return None\n");
     Run *r = query("dicts", NULL);
@@ -508,6 +511,13 @@ START_TEST(rows_dicts_generators_and_types)
     assert_ok(r, "SELECT 1");
     assert_text(r, 0, 0, "{1,NULL,3}");
     assert_text(r, 0, 1, "{\"a b\",\"c\\\"\"}");
+    run_free(r);
+
+    r = query("typmod", NULL);
+    assert_ok(r, "SELECT 1");
+    assert_column(r, 0, "a", PGT_NUMERIC);
+    assert_column(r, 1, "b", PGT_VARCHAR);
+    assert_column(r, 2, "c", PGT_TIMESTAMPTZ);
     run_free(r);
 
     r = query("none", NULL);
@@ -828,6 +838,24 @@ START_TEST(cancel_not_swallowed_by_except_exception)
 }
 END_TEST
 
+START_TEST(cancel_before_start)
+{
+    add_plugin("p", errors_plugin);
+    start_engine(1);
+    Run *busy = query_full("p", "busy", NULL, NULL, 0, NULL, NULL, 0);
+    Run *queued = query_full("p", "insert", NULL, NULL, 0, NULL, NULL, 0);
+    uv_sleep(100);
+    plug_query_cancel(queued->q);       /* still waiting for the only worker */
+    plug_query_cancel(busy->q);
+    run_wait(busy, 2000 * SLOW);
+    run_wait(queued, 2000 * SLOW);
+    assert_error(busy, "57014", NULL);
+    assert_error(queued, "57014", NULL);
+    run_free(busy);
+    run_free(queued);
+}
+END_TEST
+
 START_TEST(free_running_handler)
 {
     start_with(errors_plugin);
@@ -1098,6 +1126,74 @@ START_TEST(pandas_imports)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* the shipped demo plugin (run from the repository root)              */
+
+START_TEST(demo_plugin)
+{
+    char path[4096];
+    ck_assert_ptr_nonnull(realpath("plugins/demo.py", path));
+    cfg->plugins = calloc(1, sizeof *cfg->plugins);
+    cfg->plugins[0].name = strdup("demo");
+    cfg->plugins[0].module = strdup(path);
+    cfg->n_plugins = 1;
+    start_engine(2);
+    ck_assert_int_eq(plug_engine_plugin_status(eng, "demo", NULL), 0);
+    const PlugTable *sales = plug_engine_table(eng, "demo", "public", "sales");
+    const PlugTable *customers = plug_engine_table(eng, "demo", "public", "customers");
+    ck_assert_ptr_nonnull(sales);
+    ck_assert_ptr_nonnull(customers);
+    ck_assert_uint_eq(sales->n_columns, 4);
+    ck_assert_uint_eq(sales->columns[2].type_oid, PGT_NUMERIC);
+    ck_assert_uint_eq(sales->columns[3].type_oid, PGT_TIMESTAMPTZ);
+    ck_assert_uint_eq(customers->columns[3].type_oid, PGT_BOOL);
+
+    Run *r = query_full("demo", "SELECT * FROM sales", NULL, NULL, 0, NULL, NULL, 0);
+    run_wait(r, 20000 * SLOW);
+    assert_ok(r, "SELECT 1000");
+    assert_column(r, 2, "amount", PGT_NUMERIC);
+    assert_column(r, 3, "sold_at", PGT_TIMESTAMPTZ);
+    assert_text(r, 0, 0, "1");
+    run_free(r);
+
+    /* WHERE, ORDER BY and LIMIT reach SQLite; the seed makes rows stable */
+    const char *p[] = { "3" };
+    uint32_t t[] = { PGT_INT8 };
+    r = query_full("demo", "select id, name, vip from public.customers where id <= $1 order by id desc",
+                   p, t, 1, NULL, NULL, 0);
+    run_wait(r, 20000 * SLOW);
+    assert_ok(r, "SELECT 3");
+    assert_column(r, 0, "id", PGT_INT8);
+    assert_column(r, 2, "vip", PGT_BOOL);
+    assert_text(r, 0, 0, "3");
+    assert_text(r, 2, 0, "1");
+    run_free(r);
+
+    /* sums are exact, as over numeric */
+    r = query_full("demo", "select count(*), sum(amount) from sales where amount < 100",
+                   NULL, NULL, 0, NULL, NULL, 0);
+    run_wait(r, 20000 * SLOW);
+    assert_ok(r, "SELECT 1");
+    assert_column(r, 0, "count", PGT_INT8);
+    assert_column(r, 1, "sum", PGT_NUMERIC);
+    int32_t len;
+    const char *sum = cell(&r->rows, 0, 1, &len);
+    ck_assert_int_gt(len, 3);
+    ck_assert_msg(sum[len - 3] == '.', "sum %.*s should have two decimals", len, sum);
+    run_free(r);
+
+    r = query_full("demo", "select nope from sales", NULL, NULL, 0, NULL, NULL, 0);
+    run_wait(r, 20000 * SLOW);
+    assert_error(r, "42703", NULL);
+    run_free(r);
+
+    r = query_full("demo", "delete from sales", NULL, NULL, 0, NULL, NULL, 0);
+    run_wait(r, 20000 * SLOW);
+    assert_error(r, "25006", NULL);
+    run_free(r);
+}
+END_TEST
+
 static Suite *plugin_suite(void)
 {
     Suite *s = suite_create("plugin");
@@ -1125,6 +1221,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(tc, cancel_busy_loop);
     tcase_add_test(tc, cancel_sleep);
     tcase_add_test(tc, cancel_not_swallowed_by_except_exception);
+    tcase_add_test(tc, cancel_before_start);
     tcase_add_test(tc, free_running_handler);
     tcase_add_test(tc, import_failure_reported);
     tcase_add_test(tc, reload_reimports);
@@ -1133,6 +1230,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(tc, ctx_and_session_state);
     tcase_add_test(tc, hooks_sync);
     tcase_add_test(tc, hooks_async);
+    tcase_add_test(tc, demo_plugin);
     suite_add_tcase(s, tc);
     return s;
 }
