@@ -632,7 +632,7 @@ static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
                      m->n_params, m->stmt, ps->n_params);
         return -1;
     }
-    if (s->xact == 'E') {
+    if (s->xact == 'E' && !(ps->parse.n && xact_allowed_when_failed(&ps->parse.stmts[0]))) {
         rq_error_set(err, "25P02",
                      "current transaction is aborted, commands ignored until end of transaction block");
         return -1;
@@ -713,7 +713,12 @@ static SessStatus handle_bind(Session *s, const uint8_t *body, size_t len, RqErr
 {
     WireBind m;
     if (wire_decode_bind(body, len, &m, err) < 0) {
-        return relay_busy(s) ? (rq_error_free(err), wait_for_relay(s)) : SESS_OK;
+        if (relay_busy(s)) {
+            rq_error_free(err);
+            return wait_for_relay(s);
+        }
+        /* an unknown format code is an ordinary error; a garbled message is not */
+        return strcmp(err->sqlstate, "08P01") ? SESS_OK : SESS_CLOSE;
     }
     Prepared *ps = find_stmt(s, m.stmt);
     if (ps && ps->target.kind == TARGET_UPSTREAM) {
@@ -914,10 +919,8 @@ static SessStatus dispatch(Session *s, uint8_t type, const uint8_t *body, size_t
         break;
     }
     if (rq_error_is_set(&err)) {
-        if (st == SESS_CLOSE || !strcmp(err.sqlstate, "08P01")) {
-            rq_error_fatal(&err);
-            st = SESS_CLOSE;
-        }
+        /* a message that cannot be decoded leaves the stream unusable */
+        if (st == SESS_CLOSE) rq_error_fatal(&err);
         send_error(s, &err);
         s->skip_to_sync = 1;
     }

@@ -519,7 +519,14 @@ class RawConn:
         BackendKeyData on the way.  Returns the list of (type, body)."""
         msgs = []
         while True:
-            t, body = self.read_message()
+            try:
+                t, body = self.read_message()
+            except EOFError:
+                # a FATAL error is followed by the server closing: report it
+                fatal = [b for (mt, b) in msgs if mt == "E"]
+                if fatal:
+                    raise ServerError(parse_error_fields(fatal[-1]))
+                raise
             msgs.append((t, body))
             if t == "S":
                 k, v = body.split(b"\0")[:2]
