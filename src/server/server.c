@@ -32,6 +32,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include "riffq/auth.h"
+#include "riffq/plugin.h"
 #include "riffq/route.h"
 #include "riffq/upstream.h"
 #include "riffq/buf.h"
@@ -75,6 +76,7 @@ typedef struct Conn Conn;
 
 struct Server {
     uv_loop_t *loop;
+    PlugEngine *plugins;        /* one interpreter for the process; NULL without plugins */
     CfgRef *cur;                /* configuration for new connections */
     Listener *listeners;
     size_t n_listeners;
@@ -154,12 +156,13 @@ static char *openssl_error(void)
     return xstrdup(buf);
 }
 
-static CfgRef *cref_new(uv_loop_t *loop, Config *cfg, char **errmsg)
+static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, Config *cfg, char **errmsg)
 {
     CfgRef *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
     r->refs = 1;
     r->env.cfg = cfg;
+    r->env.plugins = plugins;
     r->env.routes = route_table_new(cfg, errmsg);
     if (!r->env.routes) {
         cref_release(r);
@@ -991,12 +994,38 @@ static void on_connection(uv_stream_t *ls, int status)
 
 /* ---- server ---- */
 
+/* Start Python when the configuration names plugins.  A failure is logged
+ * and the gateway serves without it: statements routed to a plugin then get
+ * an error that says so. */
+static void start_plugins(Server *srv, const Config *cfg)
+{
+    char *err = NULL;
+    if (srv->plugins) {
+        if (plug_engine_reload(srv->plugins, cfg, &err) < 0) {
+            log_error("plugin reload: %s", err ? err : "?");
+            free(err);
+        }
+        return;
+    }
+    if (cfg->n_plugins == 0) return;
+    srv->plugins = plug_engine_new(srv->loop, cfg, 2, &err);
+    if (!srv->plugins) {
+        log_error("cannot start the Python plugin engine: %s", err ? err : "?");
+        free(err);
+    }
+}
+
 Server *server_new(uv_loop_t *loop, Config *cfg, char **errmsg)
 {
-    CfgRef *r = cref_new(loop, cfg, errmsg);
-    if (!r) return NULL;
     Server *srv = xcalloc(1, sizeof *srv);
     srv->loop = loop;
+    start_plugins(srv, cfg);
+    CfgRef *r = cref_new(loop, srv->plugins, cfg, errmsg);
+    if (!r) {
+        if (srv->plugins) plug_engine_free(srv->plugins);
+        free(srv);
+        return NULL;
+    }
     srv->cur = r;
     srv->read_buf = xmalloc(READ_BUF_SIZE);
     srv->tls_buf = xmalloc(READ_BUF_SIZE);
@@ -1045,7 +1074,8 @@ int server_listen(Server *srv, char **errmsg)
 
 int server_reload(Server *srv, Config *cfg, char **errmsg)
 {
-    CfgRef *r = cref_new(srv->loop, cfg, errmsg);
+    start_plugins(srv, cfg);
+    CfgRef *r = cref_new(srv->loop, srv->plugins, cfg, errmsg);
     if (!r) return -1;
     const Config *old = srv->cur->cfg;
     int same = old->n_listen == cfg->n_listen;
@@ -1100,6 +1130,7 @@ void server_free(Server *srv)
     for (size_t i = 0; i < srv->n_listeners; i++) free(srv->listeners[i].name);
     free(srv->listeners);
     cref_release(srv->cur);
+    if (srv->plugins) plug_engine_free(srv->plugins);
     free(srv->read_buf);
     free(srv->tls_buf);
     free(srv);

@@ -21,6 +21,7 @@
 #include "riffq/result.h"
 #include "riffq/route.h"
 #include "riffq/upstream.h"
+#include "riffq/plugin.h"
 #include "riffq/session.h"
 #include "riffq/wire.h"
 #include "local.h"
@@ -83,6 +84,7 @@ static void drop_stmt(Session *s, const char *name)
 
 static void portal_free(Portal *p)
 {
+    if (p->pq) plug_query_free(p->pq);
     free(p->name);
     prepared_unref(p->ps);
     for (uint16_t i = 0; i < p->n_params; i++) free(p->params[i]);
@@ -357,9 +359,10 @@ static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
         rq_error_detail(err, "Rejected by route \"%s\".", r->name);
         return -1;
     }
-    if (r->target == TARGET_PLUGIN) {
-        rq_error_set(err, "0A000", "route \"%s\" sends this statement to plugin \"%s\", but plugins are not available in this build",
+    if (r->target == TARGET_PLUGIN && !s->env->plugins) {
+        rq_error_set(err, "58000", "route \"%s\" sends this statement to plugin \"%s\", but the plugin engine is not running",
                      r->name, r->target_name);
+        rq_error_hint(err, "See the gateway's log for why Python could not start.");
         return -1;
     }
     return 0;
@@ -382,6 +385,9 @@ static int check_sticky(Session *s, const Target *t, RqError *err)
         return 0;
     }
     if (t->kind == TARGET_LOCAL) return 0;      /* SET/SHOW and friends stay local */
+    /* plugins are not transactional: they may answer inside a transaction
+     * the gateway itself holds, but not inside an upstream's */
+    if (t->kind == TARGET_PLUGIN && s->xact_target.kind == TARGET_LOCAL) return 0;
     rq_error_set(err, "25000", "statement routed to %s \"%s\" inside a transaction running on %s",
                  t->kind == TARGET_UPSTREAM ? "upstream" : "target",
                  t->kind == TARGET_UPSTREAM ? s->cfg->upstreams[t->index].name : "local",
@@ -401,6 +407,232 @@ static SessStatus wait_for_relay(Session *s)
 {
     relay_flush_server(s);
     return SESS_RETRY;
+}
+
+/* ---- plugin statements ---- */
+
+static void plug_error(Session *s, PlugQuery *q)
+{
+    const RqError *pe = plug_query_error(q);
+    RqError e = {0};
+    rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "XX000", "%s",
+                 pe && pe->message ? pe->message : "plugin failed");
+    if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
+    if (pe && pe->hint) rq_error_hint(&e, "%s", pe->hint);
+    send_error(s, &e);
+}
+
+static void plug_tag(Session *s, PlugQuery *q, size_t rows)
+{
+    const char *tag = plug_query_tag(q);
+    /* a row count in the tag counts the rows of this Execute, as in Postgres */
+    if (!tag || !strncmp(tag, "SELECT", 6)) {
+        char t[40];
+        snprintf(t, sizeof t, "SELECT %zu", rows);
+        wire_command_complete(s->out, t);
+    } else {
+        wire_command_complete(s->out, tag);
+    }
+}
+
+static void on_plug_ready(void *ud);
+
+static PlugQuery *plug_start(Session *s, const Target *t, const char *sql, Portal *portal,
+                             const Prepared *described)
+{
+    PlugCtx ctx = {
+        .user = s->user, .database = s->database,
+        .application_name = sess_settings_value(&s->settings, "application_name"),
+        .route = t->route >= 0 ? s->cfg->routes[t->route].name : "",
+        .session_id = s->pid,
+    };
+    if (described) {
+        /* Describe of a statement: no values yet, so every parameter is
+         * NULL; handlers see ctx["describe"] and may answer columns only */
+        const char **nulls = xcalloc(described->n_params ? described->n_params : 1, sizeof *nulls);
+        PlugQuery *q = plug_query_start(s->env->plugins, s->cfg->plugins[t->index].name, sql,
+                                        nulls, described->types, described->n_params, NULL, 0,
+                                        &ctx, 1, on_plug_ready, s);
+        free(nulls);
+        return q;
+    }
+    const Prepared *ps = portal ? portal->ps : NULL;
+    return plug_query_start(s->env->plugins, s->cfg->plugins[t->index].name, sql,
+                            portal ? (const char *const *)portal->params : NULL,
+                            ps ? ps->types : NULL, portal ? portal->n_params : 0,
+                            portal ? portal->formats : NULL, portal ? portal->n_formats : 0,
+                            &ctx, 0, on_plug_ready, s);
+}
+
+/* Start the next statement of a simple Query, or finish it.  1 = finished. */
+static int plug_simple_next(Session *s)
+{
+    PlugRun *pr = &s->plug;
+    if (pr->next_stmt >= pr->parse.n) {
+        route_parse_free(&pr->parse);
+        pr->active = 0;
+        ready(s);
+        return 1;
+    }
+    const RouteStmt *st = &pr->parse.stmts[pr->next_stmt++];
+    pr->q = plug_start(s, &pr->target, st->text, NULL, NULL);
+    pr->need_rowdesc = 1;
+    pr->rows = 0;
+    return 0;
+}
+
+/* Move the running plugin statement forward as far as it can go now.
+ * Returns 1 when the client message it answers is fully answered. */
+static int plug_pump(Session *s)
+{
+    PlugRun *pr = &s->plug;
+    while (pr->active) {
+        PlugQuery *q = pr->portal ? pr->portal->pq : pr->q;
+        PlugState st = plug_query_state(q);
+        if (st == PLUG_RUNNING) return 0;
+        if (st == PLUG_FAILED) {
+            plug_error(s, q);
+            if (pr->portal) {
+                plug_query_free(pr->portal->pq);
+                pr->portal->pq = NULL;
+                pr->portal->ran = 1;
+            } else {
+                plug_query_free(pr->q);
+                pr->q = NULL;
+            }
+            pr->active = 0;
+            if (pr->simple) {
+                route_parse_free(&pr->parse);
+                ready(s);
+            } else {
+                s->skip_to_sync = 1;
+            }
+            return 1;
+        }
+        const RqResult *cols = plug_query_columns(q);
+        if (pr->describe) {
+            if (cols->returns_rows)
+                rq_result_describe(cols, pr->portal ? pr->portal->formats : NULL,
+                                   pr->portal ? pr->portal->n_formats : 0, s->out);
+            else
+                wire_simple(s->out, 'n');
+            if (!pr->portal) {
+                plug_query_free(pr->q);
+                pr->q = NULL;
+            }
+            pr->active = 0;
+            return 1;
+        }
+        if (pr->simple && pr->need_rowdesc) {
+            if (cols->returns_rows) rq_result_describe(cols, NULL, 0, s->out);
+            pr->need_rowdesc = 0;
+        }
+        if (s->io.queued(s->io.ctx) > 1024 * 1024) {
+            /* slow client: the next batch waits until its output drains */
+            pr->blocked = 1;
+            return 0;
+        }
+        size_t want = pr->max_rows > 0 ? (size_t)pr->max_rows - pr->rows : 0;
+        size_t n = plug_query_fetch(q, want, s->out);
+        pr->rows += n;
+        if (!s->in_handle) s->io.flush(s->io.ctx);
+        if (pr->max_rows > 0 && pr->rows == (size_t)pr->max_rows) {
+            wire_simple(s->out, 's');
+            pr->active = 0;
+            return 1;
+        }
+        if (!plug_query_finished(q)) {
+            if (n == 0) return 0;
+            continue;
+        }
+        plug_tag(s, q, pr->rows);
+        if (pr->portal) {
+            plug_query_free(pr->portal->pq);
+            pr->portal->pq = NULL;
+            pr->portal->ran = 1;
+            pr->active = 0;
+            return 1;
+        }
+        plug_query_free(pr->q);
+        pr->q = NULL;
+        if (!pr->simple) {
+            pr->active = 0;
+            return 1;
+        }
+        if (plug_simple_next(s)) return 1;
+    }
+    return 1;
+}
+
+static void on_plug_ready(void *ud)
+{
+    Session *s = ud;
+    if (s->plug.blocked || !s->plug.active) return;    /* sess_output_drained pumps */
+    if (plug_pump(s)) sess_done_waiting(s);
+    s->io.flush(s->io.ctx);
+}
+
+static SessStatus plug_wait_or_done(Session *s)
+{
+    return plug_pump(s) ? SESS_OK : SESS_WAIT;
+}
+
+static SessStatus plug_simple_query(Session *s, RouteParse *parse, const Target *t)
+{
+    PlugRun *pr = &s->plug;
+    memset(pr, 0, sizeof *pr);
+    pr->parse = *parse;
+    memset(parse, 0, sizeof *parse);
+    pr->target = *t;
+    pr->simple = 1;
+    pr->active = 1;
+    if (pr->parse.n == 0) {
+        wire_simple(s->out, 'I');
+    }
+    if (plug_simple_next(s)) return SESS_OK;
+    return SESS_WAIT;
+}
+
+static SessStatus plug_execute(Session *s, Portal *p, int32_t max_rows)
+{
+    PlugRun *pr = &s->plug;
+    if (!p->pq) {
+        if (p->ran) {
+            /* a completed portal has nothing more to give */
+            wire_command_complete(s->out, "SELECT 0");
+            return SESS_OK;
+        }
+        p->pq = plug_start(s, &p->ps->target, p->ps->sql, p, NULL);
+    }
+    memset(pr, 0, sizeof *pr);
+    pr->portal = p;
+    pr->target = p->ps->target;
+    pr->max_rows = max_rows;
+    pr->active = 1;
+    return plug_wait_or_done(s);
+}
+
+static SessStatus plug_describe(Session *s, Prepared *ps, Portal *p)
+{
+    PlugRun *pr = &s->plug;
+    memset(pr, 0, sizeof *pr);
+    pr->target = ps->target;
+    pr->active = 1;
+    if (p) {
+        /* the portal's real run starts now and is kept for its Execute */
+        if (!p->pq && !p->ran) p->pq = plug_start(s, &ps->target, ps->sql, p, NULL);
+        if (!p->pq) {
+            wire_simple(s->out, 'n');
+            pr->active = 0;
+            return SESS_OK;
+        }
+        pr->portal = p;
+        pr->describe = 'P';
+    } else {
+        pr->q = plug_start(s, &ps->target, ps->sql, NULL, ps);
+        pr->describe = 'S';
+    }
+    return plug_wait_or_done(s);
 }
 
 /* ---- simple query ---- */
@@ -477,6 +709,15 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         if (check_sticky(s, &t, &err) < 0) goto fail;
         return relay_message(s, t.index, 'Q', body, len, NULL);
     }
+    if (!rq_error_is_set(&err) && t.kind == TARGET_PLUGIN && !relay_busy(s)) {
+        if (check_sticky(s, &t, &err) < 0) {
+            route_parse_free(&parse);
+            goto fail;
+        }
+        drop_portal(s, "");
+        drop_stmt(s, "");
+        return plug_simple_query(s, &parse, &t);
+    }
     if (relay_busy(s)) {
         route_parse_free(&parse);
         rq_error_free(&err);
@@ -502,6 +743,91 @@ fail:
 }
 
 /* ---- extended query ---- */
+
+/* Parameter types of a plugin statement, from the registered tables: in
+ * `col <op> $n` the parameter takes the column's type, and LIMIT/OFFSET
+ * parameters are int8, as Postgres would infer them.  Declared and cast
+ * types (already in types) win. */
+typedef struct PlugInfer {
+    Session *s;
+    const Prepared *ps;
+    const char *plugin;
+    const uint32_t *declared;
+    uint16_t n_declared;
+    uint32_t *types;
+    uint16_t n;
+} PlugInfer;
+
+static uint32_t plug_column_type(PlugInfer *pi, json_t *colref)
+{
+    json_t *fields = json_object_get(colref, "fields");
+    json_t *last = json_array_get(fields, json_array_size(fields) - 1);
+    const char *col = json_string_value(json_object_get(json_object_get(last, "String"), "sval"));
+    if (!col) return 0;
+    const RouteStmt *st = &pi->ps->parse.stmts[0];
+    for (size_t i = 0; i < st->n_rels; i++) {
+        const PlugTable *t = plug_engine_table(pi->s->env->plugins, pi->plugin,
+                                               st->rels[i].schema ? st->rels[i].schema : "public",
+                                               st->rels[i].name);
+        for (size_t c = 0; t && c < t->n_columns; c++)
+            if (!strcmp(t->columns[c].name, col)) return t->columns[c].type_oid;
+    }
+    return 0;
+}
+
+static void plug_infer_param(PlugInfer *pi, json_t *node, uint32_t type)
+{
+    json_t *pr = json_object_get(node, "ParamRef");
+    if (!pr || !type) return;
+    json_int_t n = json_integer_value(json_object_get(pr, "number"));
+    if (n < 1 || n > pi->n) return;
+    /* only override the text default, never a declared or cast type */
+    if ((size_t)(n - 1) < pi->n_declared && pi->declared[n - 1]) return;
+    if (pi->types[n - 1] == 25) pi->types[n - 1] = type;
+}
+
+static void plug_infer_walk(PlugInfer *pi, json_t *n)
+{
+    if (json_is_array(n)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(n, i, v) plug_infer_walk(pi, v);
+        return;
+    }
+    if (!json_is_object(n)) return;
+    const char *key;
+    json_t *v;
+    json_object_foreach(n, key, v) {
+        if (!strcmp(key, "A_Expr")) {
+            json_t *l = json_object_get(v, "lexpr"), *r = json_object_get(v, "rexpr");
+            json_t *lc = json_object_get(l, "ColumnRef"), *rc = json_object_get(r, "ColumnRef");
+            if (lc) {
+                uint32_t t = plug_column_type(pi, lc);
+                plug_infer_param(pi, r, t);
+                /* col IN ($1, $2) */
+                size_t i;
+                json_t *item;
+                json_t *list = json_object_get(json_object_get(r, "List"), "items");
+                json_array_foreach(list, i, item) plug_infer_param(pi, item, t);
+            }
+            if (rc) plug_infer_param(pi, l, plug_column_type(pi, rc));
+        } else if (!strcmp(key, "limitCount") || !strcmp(key, "limitOffset")) {
+            plug_infer_param(pi, v, 20);
+        }
+        plug_infer_walk(pi, v);
+    }
+}
+
+static void plug_infer_types(Session *s, Prepared *p)
+{
+    if (!p->parse.n || !s->env->plugins) return;
+    PlugInfer pi = { .s = s, .ps = p, .plugin = s->cfg->plugins[p->target.index].name,
+                     .declared = p->decl_types, .n_declared = p->n_decl,
+                     .types = p->types, .n = p->n_params };
+    plug_infer_walk(&pi, p->parse.stmts[0].node);
+}
+
+
 
 /* Server-side statement name: the same text and types get the same name,
  * so pooled connections share prepared statements between clients. */
@@ -603,10 +929,11 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
                      "current transaction is aborted, commands ignored until end of transaction block");
         goto fail;
     }
-    if (st && !stmt_answerable(s, st, p->sql, err)) goto fail;
+    if (st && t.kind != TARGET_PLUGIN && !stmt_answerable(s, st, p->sql, err)) goto fail;
     uint32_t *types = xmalloc(WIRE_MAX_PARAMS * sizeof *types);
     local_param_types(st, p->decl_types, p->n_decl, types, &p->n_params);
     p->types = xrealloc(types, (p->n_params ? p->n_params : 1) * sizeof *types);
+    if (t.kind == TARGET_PLUGIN) plug_infer_types(s, p);
     if (!m.name[0]) drop_stmt(s, "");
     p->next = s->stmts;
     s->stmts = p;
@@ -781,6 +1108,7 @@ static SessStatus handle_describe(Session *s, const uint8_t *body, size_t len, R
             return SESS_OK;
         }
         wire_parameter_description(s->out, ps->types, ps->n_params);
+        if (ps->target.kind == TARGET_PLUGIN && ps->parse.n) return plug_describe(s, ps, NULL);
         describe_stmt(s, ps, NULL, 0, err);
         return SESS_OK;
     }
@@ -788,6 +1116,7 @@ static SessStatus handle_describe(Session *s, const uint8_t *body, size_t len, R
         rq_error_set(err, "34000", "portal \"%s\" does not exist", m.name);
         return SESS_OK;
     }
+    if (ps->target.kind == TARGET_PLUGIN && ps->parse.n) return plug_describe(s, ps, p);
     if (p->ran) {
         if (p->res.returns_rows) rq_result_describe(&p->res, p->formats, p->n_formats, s->out);
         else wire_simple(s->out, 'n');
@@ -844,6 +1173,14 @@ static SessStatus handle_execute(Session *s, const uint8_t *body, size_t len, Rq
     if (!p) {
         rq_error_set(err, "34000", "portal \"%s\" does not exist", m.portal);
         return SESS_OK;
+    }
+    if (p->ps->target.kind == TARGET_PLUGIN && p->ps->parse.n) {
+        if (s->xact == 'E') {
+            rq_error_set(err, "25P02",
+                         "current transaction is aborted, commands ignored until end of transaction block");
+            return SESS_OK;
+        }
+        return plug_execute(s, p, m.max_rows);
     }
     execute_local(s, p, m.max_rows, err);
     return SESS_OK;
@@ -984,6 +1321,9 @@ Session *sess_new(const SessInit *init, Buf *out, RqError *err)
 void sess_free(Session *s)
 {
     if (!s) return;
+    if (s->plug.q) plug_query_free(s->plug.q);
+    route_parse_free(&s->plug.parse);
+    if (s->env->plugins && s->cfg->n_plugins) plug_engine_session_end(s->env->plugins, s->pid);
     relay_detach(s, s->xact == 'I');
     rq_error_free(&s->relay.acquire_err);
     free(s->relay.acts);
@@ -1003,11 +1343,21 @@ void sess_cancel(Session *s)
     /* Local answers complete within one loop iteration, so only relayed
      * statements can be running. */
     relay_cancel(s);
+    PlugRun *pr = &s->plug;
+    if (pr->active) {
+        PlugQuery *q = pr->portal ? pr->portal->pq : pr->q;
+        if (q) plug_query_cancel(q);
+    }
 }
 
 void sess_output_drained(Session *s)
 {
     relay_output_drained(s);
+    if (s->plug.blocked) {
+        s->plug.blocked = 0;
+        if (plug_pump(s)) sess_done_waiting(s);
+        s->io.flush(s->io.ctx);
+    }
 }
 
 char sess_xact_status(const Session *s) { return s->xact; }

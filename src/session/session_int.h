@@ -46,8 +46,26 @@ typedef struct Portal {
     RqResult res;
     int ran;
     size_t pos;                 /* next row to send */
+    struct PlugQuery *pq;       /* plugin statements: the running handler call (owned) */
     struct Portal *next;
 } Portal;
+
+/* A plugin statement being answered: a simple Query's statements one after
+ * another, or one Describe/Execute of the extended protocol. */
+typedef struct PlugRun {
+    struct PlugQuery *q;        /* owned here for simple and Describe S; else the portal's */
+    Portal *portal;             /* extended protocol: the portal */
+    int active;
+    int simple;
+    uint8_t describe;           /* 0, or 'S' / 'P' while answering a Describe */
+    int need_rowdesc;           /* simple protocol: RowDescription not sent yet */
+    int32_t max_rows;           /* Execute limit, 0 = all */
+    size_t rows;                /* rows sent for this Execute / statement */
+    int blocked;                /* waiting for the client's output to drain */
+    RouteParse parse;           /* simple Query: its statements */
+    size_t next_stmt;
+    Target target;
+} PlugRun;
 
 /* What to do with the server's answer to one relayed client message. */
 typedef enum {
@@ -108,6 +126,7 @@ struct Session {
     char **savepoints;
     size_t n_savepoints;
     Relay relay;
+    PlugRun plug;
 };
 
 /* relay.c */
