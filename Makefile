@@ -54,7 +54,6 @@ $(BUILD)/tests/%: tests/integration/%.c $(BUILD)/libriffq.a
 RIFFQ_PORT     ?= 5433
 RIFFQ_USER     ?= riffq
 RIFFQ_PASSWORD ?= riffq
-export RIFFQ_PORT RIFFQ_USER RIFFQ_PASSWORD
 
 run: deps $(BUILD)/riffq
 	@echo
@@ -64,7 +63,8 @@ run: deps $(BUILD)/riffq
 	@echo
 	@echo "Ctrl-C stops it."
 	@echo
-	$(BUILD)/riffq --config routes/default.json
+	RIFFQ_PORT=$(RIFFQ_PORT) RIFFQ_USER=$(RIFFQ_USER) RIFFQ_PASSWORD=$(RIFFQ_PASSWORD) \
+	    $(BUILD)/riffq --config routes/default.json
 
 test: deps $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)
 	@BUILD=$(BUILD) PY=$(PY) ./tests/run.sh

@@ -17,7 +17,7 @@ It shows the three things most plugins do:
    ORDER BY, GROUP BY, LIMIT and joins work without writing a SQL engine.
 3. Stream a result too large for memory: `SELECT * FROM events` yields
    10 million generated rows in batches, pulled only as fast as the client
-   reads them.  (Add "events" to the route's match.tables to reach it.)
+   reads them.
 
 Copy this file to start your own plugin; everything the gateway gives a
 plugin is in the `riffq` module (see riffq.__doc__).

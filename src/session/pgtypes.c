@@ -866,34 +866,95 @@ static int float_in(const Codec *c, const char *s, size_t n, Val *v, RqError *er
     return 0;
 }
 
-/* The significant digits (without trailing zeros) and the exponent of a
- * "%e"-style string; -1 if they do not fit. */
-static int sig_digits(const char *s, char *out, size_t outsz, int *exp10)
+/* Just enough unsigned bignum to compare a short decimal with a binary
+ * fraction exactly: numbers up to 80 * 32 bits, multiplied by small
+ * factors and shifted left. */
+typedef struct Big {
+    uint32_t d[80];         /* little-endian limbs */
+    int n;
+} Big;
+
+static void big_set(Big *b, uint64_t v)
 {
-    const char *e = strchr(s, 'e'), *end = e ? e : s + strlen(s);
-    size_t n = 0;
-    while (end > s && (end[-1] == '0' || end[-1] == '.')) end--;
-    for (const char *p = s; p < end; p++) {
-        if (!isdigit((unsigned char)*p)) continue;
-        if (n + 1 >= outsz) return -1;
-        out[n++] = *p;
-    }
-    out[n] = 0;
-    *exp10 = e ? atoi(e + 1) : 0;
-    return (int)n;
+    b->n = 0;
+    while (v) { b->d[b->n++] = (uint32_t)v; v >>= 32; }
 }
 
-/* Whether the decimal txt is exactly the binary value m (a midpoint between
- * two floats, which long double holds exactly).  strtold settles almost
- * every case; an equal result is confirmed on m's exact expansion. */
-static int decimal_equals(const char *txt, long double m)
+static void big_mul(Big *b, uint32_t m)
 {
-    if (strtold(txt, NULL) != m) return 0;
-    char exact[1200], a[48], b[48];
-    int ea, eb;
-    snprintf(exact, sizeof exact, "%.1100Le", m);
-    int na = sig_digits(txt, a, sizeof a, &ea), nb = sig_digits(exact, b, sizeof b, &eb);
-    return na > 0 && na == nb && ea == eb && memcmp(a, b, (size_t)na) == 0;
+    uint64_t carry = 0;
+    for (int i = 0; i < b->n; i++) {
+        uint64_t x = (uint64_t)b->d[i] * m + carry;
+        b->d[i] = (uint32_t)x;
+        carry = x >> 32;
+    }
+    if (carry) b->d[b->n++] = (uint32_t)carry;
+}
+
+static void big_shl(Big *b, int bits)
+{
+    int limbs = bits / 32, r = bits % 32;
+    if (b->n == 0) return;
+    if (r) {
+        uint32_t carry = 0;
+        for (int i = 0; i < b->n; i++) {
+            uint32_t x = b->d[i];
+            b->d[i] = x << r | carry;
+            carry = x >> (32 - r);
+        }
+        if (carry) b->d[b->n++] = carry;
+    }
+    if (limbs) {
+        memmove(b->d + limbs, b->d, (size_t)b->n * sizeof b->d[0]);
+        memset(b->d, 0, (size_t)limbs * sizeof b->d[0]);
+        b->n += limbs;
+    }
+}
+
+static int big_eq(const Big *a, const Big *b)
+{
+    return a->n == b->n && memcmp(a->d, b->d, (size_t)a->n * sizeof a->d[0]) == 0;
+}
+
+/* x = m * 2^e exactly, for finite x >= 0 */
+static void split_double(double x, uint64_t *m, int *e)
+{
+    int ex;
+    double f = frexp(x, &ex);
+    *m = (uint64_t)ldexp(f, 53);
+    *e = ex - 53;
+}
+
+/* Whether the decimal txt ("d.ddde+x", sign ignored) is exactly halfway
+ * between the non-negative doubles a and b. */
+static int is_midpoint(const char *txt, double a, double b)
+{
+    uint64_t ma, mb, D = 0;
+    int ea, eb, nd = 0, k;
+    const char *p = txt;
+    for (; *p && *p != 'e'; p++)
+        if (isdigit((unsigned char)*p)) { D = D * 10 + (uint64_t)(*p - '0'); nd++; }
+    k = (*p ? atoi(p + 1) : 0) - (nd - 1);      /* txt = D * 10^k */
+
+    split_double(a, &ma, &ea);
+    split_double(b, &mb, &eb);
+    int E = ea < eb ? ea : eb;
+    if (ma == 0) E = eb;
+    if (mb == 0) E = ea;
+    /* midpoint = (ma * 2^(ea-E) + mb * 2^(eb-E)) * 2^(E-1); the shifts are
+     * at most a couple of bits since a and b are neighbours */
+    uint64_t K = (ma ? ma << (ea - E) : 0) + (mb ? mb << (eb - E) : 0);
+    int F = E - 1;
+
+    /* D * 5^k * 2^k == K * 2^F, with the factors moved to whichever side
+     * keeps the exponents non-negative */
+    Big l, r;
+    big_set(&l, D);
+    big_set(&r, K);
+    for (int i = 0; i < (k < 0 ? -k : k); i++) big_mul(k >= 0 ? &l : &r, 5);
+    if (k - F >= 0) big_shl(&l, k - F);
+    else big_shl(&r, F - k);
+    return big_eq(&l, &r);
 }
 
 /* Reads back as v, and is not exactly halfway to a neighbour: Postgres'
@@ -902,15 +963,20 @@ static int decimal_equals(const char *txt, long double m)
  * 9.999999999999999e+22). */
 static int roundtrips(const char *txt, double v, int is4)
 {
+    double up, down;
     if (is4) {
         float f = (float)v;
         if (strtof(txt, NULL) != f) return 0;
-        return !decimal_equals(txt, ((long double)f + nextafterf(f, INFINITY)) / 2) &&
-               !decimal_equals(txt, ((long double)f + nextafterf(f, -INFINITY)) / 2);
+        up = nextafterf(f, INFINITY);
+        down = nextafterf(f, -INFINITY);
+    } else {
+        if (strtod(txt, NULL) != v) return 0;
+        up = nextafter(v, INFINITY);
+        down = nextafter(v, -INFINITY);
     }
-    if (strtod(txt, NULL) != v) return 0;
-    return !decimal_equals(txt, ((long double)v + nextafter(v, INFINITY)) / 2) &&
-           !decimal_equals(txt, ((long double)v + nextafter(v, -INFINITY)) / 2);
+    if (!isinf(up) && is_midpoint(txt, fabs(v), fabs(up))) return 0;
+    if (!isinf(down) && is_midpoint(txt, fabs(v), fabs(down))) return 0;
+    return 1;
 }
 
 /* Add delta (+1/-1) to the last mantissa digit of a "%.*e" string. */

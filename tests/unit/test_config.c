@@ -1025,9 +1025,10 @@ START_TEST(test_shipped_default)
     ck_assert_uint_eq(c->n_routes, 2);
     ck_assert_int_eq(c->routes[0].target, TARGET_PLUGIN);
     ck_assert_str_eq(c->routes[0].target_name, "demo");
-    ck_assert_uint_eq(c->routes[0].tables.n, 2);
+    ck_assert_uint_eq(c->routes[0].tables.n, 3);
     ck_assert_str_eq(c->routes[0].tables.items[0], "sales");
     ck_assert_str_eq(c->routes[0].tables.items[1], "customers");
+    ck_assert_str_eq(c->routes[0].tables.items[2], "events");
     ck_assert_str_eq(c->routes[1].name, "local");
     ck_assert_int_eq(c->routes[1].target, TARGET_LOCAL);
     ck_assert_int_eq(c->tls_mode, TLS_DISABLE);
