@@ -540,7 +540,7 @@ START_TEST(fetch_with_row_limit)
     assert_ok(r, "SELECT 5");
     ck_assert_uint_eq(r->n_rows, 5);
     for (int i = 0; i < 5; i++) {
-        char want[4];
+        char want[16];
         snprintf(want, sizeof want, "%d", i);
         assert_text(r, (size_t)i, 0, want);
     }
