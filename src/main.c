@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <uv.h>
 #include <openssl/ssl.h>
@@ -31,7 +32,7 @@ typedef struct App {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "Usage: riffq --config FILE [--check]\n"
+        "Usage: riffq --config FILE [--check | --explain SQL]\n"
         "\n"
         "A PostgreSQL wire-compatible gateway: routes each statement to an upstream\n"
         "Postgres, a Python plugin, the emulated catalog, or answers it itself.\n"
@@ -39,6 +40,9 @@ static void usage(FILE *f)
         "Options:\n"
         "  -c, --config FILE   route file (JSON); see README.md\n"
         "      --check         validate the route file and exit (0 = valid)\n"
+        "      --explain SQL   show which route each statement of SQL takes, and why\n"
+        "      --user NAME, --database NAME, --application-name NAME\n"
+        "                      the client --explain pretends to be (default: riffq)\n"
         "  -h, --help          show this help and exit\n"
         "  -V, --version       show the version and exit\n");
 }
@@ -76,21 +80,91 @@ static void on_hup(uv_signal_t *s, int signum)
     log_info("reloaded %s", app->config_path);
 }
 
+/* --explain: how the routing table treats each statement of sql. */
+static int explain_routes(const Config *cfg, const RouteClient *client, const char *sql)
+{
+    char *err = NULL;
+    RouteTable *t = route_table_new(cfg, &err);
+    if (!t) {
+        fprintf(stderr, "riffq: %s\n", err);
+        free(err);
+        return 1;
+    }
+    RouteParse p;
+    RqError e = {0};
+    int rc = 0;
+    printf("client: user=%s database=%s application_name=%s\n", client->user, client->database,
+           client->application_name);
+    if (route_parse(sql, &p, &e) < 0) {
+        printf("parse: %s (at character %d): only routes without statement conditions apply\n",
+               e.message, e.position);
+        rq_error_free(&e);
+        memset(&p, 0, sizeof p);
+        p.n = 0;
+        Buf why;
+        buf_init(&why);
+        int idx = route_table_match(t, client, NULL, &e, &why);
+        buf_append_byte(&why, 0);
+        fputs(why.data ? why.data : "", stdout);
+        printf("=> %s\n", idx >= 0 ? route_table_route(t, idx)->name : "no route: answered by the gateway");
+        buf_free(&why);
+    }
+    for (size_t i = 0; i < p.n; i++) {
+        const RouteStmt *st = &p.stmts[i];
+        printf("\nstatement %zu: %s\n  kind: %s (%s)\n  relations:", i + 1, st->text,
+               route_kind_name(st->kind), route_stmt_tag(st));
+        for (size_t k = 0; k < st->n_rels; k++)
+            printf(" %s%s%s", st->rels[k].schema ? st->rels[k].schema : "",
+                   st->rels[k].schema ? "." : "", st->rels[k].name);
+        printf("%s\n", st->n_rels ? "" : " none");
+        Buf why;
+        buf_init(&why);
+        int idx = route_table_match(t, client, st, &e, &why);
+        buf_append_byte(&why, 0);
+        fputs(why.data ? why.data : "", stdout);
+        buf_free(&why);
+        if (idx == -2) {
+            printf("=> rejected: %s (%s)\n", e.message, e.sqlstate);
+            rq_error_free(&e);
+            rc = 1;
+        } else if (idx == -1) {
+            printf("=> no route matches: answered by the gateway itself when it can, else an error\n");
+        } else {
+            const CfgRoute *r = route_table_route(t, idx);
+            static const char *kinds[] = { "upstream", "plugin", "local", "reject", "catalog" };
+            printf("=> route \"%s\": %s%s%s\n", r->name, kinds[r->target],
+                   r->target_name ? ":" : "", r->target_name ? r->target_name : "");
+        }
+    }
+    route_parse_free(&p);
+    route_table_free(t);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },
         { "check", no_argument, NULL, 'k' },
+        { "explain", required_argument, NULL, 'x' },
+        { "user", required_argument, NULL, 'u' },
+        { "database", required_argument, NULL, 'd' },
+        { "application-name", required_argument, NULL, 'a' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    const char *config = NULL;
+    const char *config = NULL, *explain = NULL;
+    RouteClient client = { .user = "riffq", .database = NULL, .application_name = "" };
     int check = 0, ch;
     while ((ch = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': config = optarg; break;
         case 'k': check = 1; break;
+        case 'x': explain = optarg; break;
+        case 'u': client.user = optarg; break;
+        case 'd': client.database = optarg; break;
+        case 'a': client.application_name = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("riffq %s\n", RIFFQ_VERSION); return 0;
         default: usage(stderr); return 2;
@@ -106,6 +180,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "riffq: %s\n", err);
         free(err);
         return 1;
+    }
+    if (explain) {
+        if (!client.database) client.database = client.user;
+        int rc = explain_routes(cfg, &client, explain);
+        cfg_free(cfg);
+        route_parser_exit();
+        return rc;
     }
     if (check) {
         printf("%s: OK (%zu listener(s), %zu route(s))\n", config, cfg->n_listen, cfg->n_routes);

@@ -2650,7 +2650,9 @@ typedef struct JParser {
     RqError *err;
 } JParser;
 
-#define JSON_MAX_DEPTH 6400
+/* Nesting is parsed recursively; Postgres' own limit depends on its
+ * max_stack_depth, riffq's keeps the stack of a worker thread safe. */
+#define JSON_MAX_DEPTH 1000
 
 static void jnode_free(JNode *j)
 {
@@ -2889,6 +2891,7 @@ static int json_container(JParser *jp, JNode **out)
     if (++jp->depth > JSON_MAX_DEPTH) {
         jnode_free(node);
         rq_error_set(jp->err, "54001", "stack depth limit exceeded");
+        rq_error_detail(jp->err, "riffq reads JSON nested at most %d levels deep.", JSON_MAX_DEPTH);
         return -1;
     }
     jp->p++;
@@ -3168,17 +3171,16 @@ static const Codec *codec_for(uint32_t oid)
     return NULL;
 }
 
-/* The type as format_type() would name it in a message. */
-static const char *type_display_name(uint32_t oid, char *buf, size_t bufsz)
+/* The type as format_type() names it in a message: the codec names are
+ * that spelling, except where the datetime messages use the short one. */
+static const char *type_display_name(uint32_t oid)
 {
     const Codec *c = codec_for(oid);
     const PgType *t = pgt_by_oid(oid);
-    if (c && oid != PGT_TIME && oid != PGT_TIMESTAMP) return c->sqlname;
     if (oid == PGT_TIME) return "time without time zone";
     if (oid == PGT_TIMESTAMP) return "timestamp without time zone";
-    if (t) return t->name;
-    snprintf(buf, bufsz, "???");
-    return buf;
+    if (c) return c->sqlname;
+    return t ? t->name : "???";
 }
 
 static int codec_in(const Codec *c, const char *in, size_t len, Val *v, RqError *err)
@@ -3565,7 +3567,6 @@ static int array_to_binary(const Codec *ec, const PgType *at, const char *in, si
 
 static int array_from_binary(const Codec *ec, const PgType *at, const uint8_t *d, size_t n, Buf *out, RqError *err)
 {
-    char nb1[32], nb2[32];
     if (n < 12) return bad_binary(err, "insufficient data left in message");
     int32_t ndim = (int32_t)get_u32(d), flags = (int32_t)get_u32(d + 4);
     uint32_t elemtype = get_u32(d + 8);
@@ -3580,8 +3581,7 @@ static int array_from_binary(const Codec *ec, const PgType *at, const uint8_t *d
     if (flags != 0 && flags != 1) return bad_binary(err, "invalid array flags");
     if (elemtype != ec->oid) {
         rq_error_set(err, "42804", "binary data has array element type %u (%s) instead of expected %u (%s)",
-                     elemtype, type_display_name(elemtype, nb1, sizeof nb1), ec->oid,
-                     type_display_name(ec->oid, nb2, sizeof nb2));
+                     elemtype, type_display_name(elemtype), ec->oid, type_display_name(ec->oid));
         return -1;
     }
     if (ndim > 1) {
