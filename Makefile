@@ -72,7 +72,7 @@ test: deps $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)
 # The sanitizer build runs the whole suite; UBSan findings abort, and leaks
 # fail the run except CPython's (see tests/lsan.supp).
 test-asan:
-	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1 \
+	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:fast_unwind_on_malloc=0 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \

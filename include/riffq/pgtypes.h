@@ -9,6 +9,14 @@
  * shortest round-trip digits with "Infinity"/"NaN", bytea "\x..." hex,
  * timestamps "YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]", ...), because clients parse
  * them.
+ *
+ * They are the forms of a session at Postgres' default settings (DateStyle
+ * ISO, IntervalStyle postgres, extra_float_digits 1, bytea_output hex) with
+ * TimeZone UTC: timestamptz and timetz text is printed in UTC ("+00"), and
+ * one written without an offset is read as UTC.  A caller that honours the
+ * session's TimeZone converts the text afterwards.
+ *
+ * All three conversions append to out; on error out is left as it was.
  */
 #ifndef RIFFQ_PGTYPES_H
 #define RIFFQ_PGTYPES_H

@@ -145,8 +145,9 @@ static void end_xact(Session *s, int commit)
     s->xact_target = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
     clear_savepoints(s);
     s->xact = 'I';
-    /* portals live until their transaction ends, as in Postgres */
-    drop_all_portals(s);
+    /* portals live until their transaction ends, as in Postgres; not right
+     * here, though: the portal running this COMMIT is still in use */
+    s->drop_portals = 1;
 }
 
 static LocalCtx local_ctx(Session *s, const char *sql)
@@ -1270,6 +1271,10 @@ SessStatus sess_handle(Session *s, uint8_t type, const uint8_t *body, size_t len
     s->in_handle = 1;
     SessStatus st = dispatch(s, type, body, len);
     s->in_handle = 0;
+    if (s->drop_portals && st != SESS_WAIT && st != SESS_RETRY) {
+        s->drop_portals = 0;
+        drop_all_portals(s);
+    }
     if (st == SESS_WAIT || st == SESS_RETRY) s->waiting = 1;
     return st;
 }

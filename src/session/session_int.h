@@ -121,6 +121,7 @@ struct Session {
     int in_handle;              /* inside sess_handle: completion need not resume */
     int waiting;                /* returned SESS_WAIT/RETRY, owes io.resume */
     int batch_upstream;         /* extended messages went upstream since the last Sync */
+    int drop_portals;           /* the transaction ended: drop portals after this message */
     Prepared *stmts;
     Portal *portals;
     char **savepoints;
