@@ -78,6 +78,9 @@ SessStatus sess_handle(Session *s, uint8_t type, const uint8_t *body, size_t len
 
 /* A CancelRequest matched this session's key. */
 void sess_cancel(Session *s);
+/* The connection handled every complete message it had read: what the
+ * session queued for upstream servers goes out now, in one write each. */
+void sess_batch_end(Session *s);
 /* The connection's output drained below its high-water mark. */
 void sess_output_drained(Session *s);
 

@@ -89,6 +89,9 @@ void up_conn_attach(UpConn *c, const UpConnCb *cb);    /* starts reading */
 void up_conn_detach(UpConn *c);                        /* stops delivering */
 /* Queue bytes for the server (copied); written as the socket allows. */
 void up_conn_send(UpConn *c, const void *data, size_t len);
+/* Corked, up_conn_send only queues; uncorking writes everything queued at
+ * once, so several relayed messages cost one system call. */
+void up_conn_cork(UpConn *c, int on);
 void up_conn_pause(UpConn *c);      /* stop reading (client is slow) */
 void up_conn_resume(UpConn *c);
 /* Ask the server to cancel what this connection runs (libpq's cancel API,

@@ -492,6 +492,7 @@ static void io_resume(void *ctx)
     c->waiting = 0;
     if (c->in_consume) return;      /* the running consume loop goes on by itself */
     size_t used = consume(c, (const uint8_t *)c->in.data, c->in.len);
+    if (c->sess && !c->closing) sess_batch_end(c->sess);
     if (!c->closing) {
         buf_consume(&c->in, used);
         if (c->in.len == 0 && c->in.cap > 0) buf_free(&c->in);
@@ -856,6 +857,7 @@ static void conn_process(Conn *c, const uint8_t *data, size_t len)
         size_t used = consume(c, (const uint8_t *)c->in.data, c->in.len);
         if (!c->closing) buf_consume(&c->in, used);
     }
+    if (c->sess && !c->closing) sess_batch_end(c->sess);
     /* an idle connection should not keep a large buffer around */
     if (!c->closing && !c->waiting && c->in.len == 0 && c->in.cap > 0) buf_free(&c->in);
 }

@@ -164,6 +164,8 @@ void relay_detach(Session *s, int reusable)
         r->wait = NULL;
     }
     if (r->conn) {
+        if (r->corked) up_conn_cork(r->conn, 0);
+        r->corked = 0;
         up_conn_detach(r->conn);
         if (r->paused) up_conn_resume(r->conn);
         int idle = reusable && !r->broken && acts_len(r) == 0 && !r->copy_in;
@@ -213,7 +215,6 @@ static void handle_server_msg(Session *s, uint8_t type, const uint8_t *msg, size
         return;
     }
     RelayAct *a = &r->acts[r->head];
-    log_debug("session %d: server '%c' for act %c kind %d (queue %zu)", s->pid, type, a->msg, a->kind, acts_len(r));
     /* an error always reaches the client, even for an injected message:
      * the client's own statement depended on it */
     if (a->kind == ACT_PASS || type == 'E') buf_append(s->out, msg, total);
@@ -379,6 +380,7 @@ static void send_raw(Session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     uint8_t hdr[5] = { type, (uint8_t)((len + 4) >> 24), (uint8_t)((len + 4) >> 16),
                        (uint8_t)((len + 4) >> 8), (uint8_t)(len + 4) };
+    /* corked: both pieces leave in the same write */
     up_conn_send(s->relay.conn, hdr, 5);
     if (len) up_conn_send(s->relay.conn, body, len);
 }
@@ -386,7 +388,10 @@ static void send_raw(Session *s, uint8_t type, const uint8_t *body, size_t len)
 static void forward(Session *s, uint8_t type, const uint8_t *body, size_t len, Prepared *ps)
 {
     Relay *r = &s->relay;
-    log_debug("session %d: forward '%c'", s->pid, type);
+    if (!r->corked) {
+        up_conn_cork(r->conn, 1);
+        r->corked = 1;
+    }
     if (r->need_begin) {
         /* the client said BEGIN before anything reached this upstream */
         static const char begin[] = "BEGIN";
@@ -507,6 +512,13 @@ SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *
     return SESS_OK;
 }
 
+void relay_batch_end(Session *s)
+{
+    Relay *r = &s->relay;
+    if (r->corked && r->conn) up_conn_cork(r->conn, 0);
+    r->corked = 0;
+}
+
 void relay_cancel(Session *s)
 {
     if (s->relay.conn && relay_busy(s)) up_conn_cancel(s->relay.conn);
@@ -528,4 +540,5 @@ void relay_flush_server(Session *s)
 {
     if (s->relay.conn && relay_busy(s)) send_raw(s, 'H', NULL, 0);
     s->relay.want_resume = 1;
+    relay_batch_end(s);
 }

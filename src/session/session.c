@@ -1355,6 +1355,11 @@ void sess_cancel(Session *s)
     }
 }
 
+void sess_batch_end(Session *s)
+{
+    relay_batch_end(s);
+}
+
 void sess_output_drained(Session *s)
 {
     relay_output_drained(s);

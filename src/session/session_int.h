@@ -99,6 +99,7 @@ typedef struct Relay {
     int acquire_failed;         /* acquire_err answers the message that comes back */
     RqError acquire_err;
     int need_begin;             /* open the transaction begun locally before forwarding */
+    int corked;                 /* conn is corked until the client's batch is read */
 } Relay;
 
 struct Session {
@@ -145,6 +146,8 @@ void relay_cancel(Session *s);
 void relay_output_drained(Session *s);
 /* Ask the server to flush answers and resume the session once it has. */
 void relay_flush_server(Session *s);
+/* The client's input batch is done: write what was relayed. */
+void relay_batch_end(Session *s);
 /* The session finished with a message synchronously or asynchronously. */
 void sess_done_waiting(Session *s);
 

@@ -836,8 +836,17 @@ void up_conn_send(UpConn *c, const void *data, size_t len)
         c->out_off = 0;
     }
     buf_append(&c->out, data, len);
-    /* write now unless a write is already waiting: saves a loop turn per query */
-    if (out_pending(c) == len) raw_flush(c);
+    /* write now unless a write is already waiting (saves a loop turn per
+     * query), or the caller is batching messages into one write */
+    if (!c->corked && out_pending(c) == len) raw_flush(c);
+    update_poll(c);
+}
+
+void up_conn_cork(UpConn *c, int on)
+{
+    c->corked = on ? 1 : 0;
+    if (on || c->dead || c->destroy_pending) return;
+    if (out_pending(c)) raw_flush(c);
     update_poll(c);
 }
 

@@ -77,6 +77,7 @@ struct UpConn {
     UpConnCb cb;
     unsigned attached : 1;
     unsigned paused : 1;
+    unsigned corked : 1;            /* queue writes until uncorked */
     unsigned dead : 1;              /* broken: err holds why */
     unsigned err_delivered : 1;
     unsigned start_failed : 1;      /* PQconnectStart failed: report on next tick */

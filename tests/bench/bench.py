@@ -122,7 +122,6 @@ auth_file = {d}/userlist.txt
 pool_mode = transaction
 default_pool_size = {POOL}
 max_client_conn = 20000
-max_prepared_statements = 200
 logfile = {d}/pgbouncer.log
 pidfile = {d}/pgbouncer.pid
 """)
@@ -130,7 +129,12 @@ pidfile = {d}/pgbouncer.pid
         if os.geteuid() == 0:
             shutil.chown(p, "postgres")
     proc = subprocess.Popen(as_postgres(["pgbouncer", ini]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, proc)
+    try:
+        wait_port(port, proc)
+    except RuntimeError:
+        with open(os.path.join(d, "pgbouncer.log"), errors="replace") as f:
+            sys.stderr.write(f.read()[-2000:])
+        raise
     return proc, port
 
 
@@ -150,7 +154,7 @@ def pgbench(port, args):
     cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-T", str(SECONDS)] + args + ["bench"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 10 + 120)
     text = out.stdout + out.stderr
-    tps = re.search(r"tps = ([0-9.]+) \((?:without|excluding)", text)
+    tps = re.search(r"tps = ([0-9.]+) \((?:without|excluding|including)", text)
     lat = re.search(r"latency average = ([0-9.]+) ms", text)
     failed = re.search(r"number of failed transactions: ([0-9]+)", text)
     if out.returncode != 0 or not tps:

@@ -13,15 +13,60 @@ pytest fixtures for the riffq integration tests.
   pg_cluster     a throwaway PostgreSQL 15 cluster (initdb as `postgres`, stopped
                  with `pg_ctl stop -m immediate`, temp dir removed).
   short_tmp      a short temp dir (Unix socket paths must stay < 108 bytes).
+
+A watchdog bounds every test (RIFFQ_TEST_TIMEOUT seconds, default 60): when a
+test overruns it dumps every thread's stack and SIGKILLs the riffq processes
+still running, so a client blocked on a silent server (psycopg2's PQexec has
+no client-side timeout) gets EOF and the test fails instead of hanging.
 """
+import faulthandler
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 
 import pytest
 
 import harness
 from harness import Riffq, default_config, free_port
+
+
+TEST_TIMEOUT = float(os.environ.get("RIFFQ_TEST_TIMEOUT", "60"))
+
+
+def _sigterm(signum, frame):
+    # `timeout` (tests/run.sh) stops pytest with SIGTERM; as KeyboardInterrupt
+    # pytest still tears fixtures down, so riffq processes and the Postgres
+    # cluster are stopped and temp dirs removed.
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config):
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request):
+    fired = []
+
+    def on_timeout():
+        fired.append(True)
+        sys.stderr.write("\n*** %s exceeded %.0fs: killing riffq to unblock it ***\n"
+                         % (request.node.nodeid, TEST_TIMEOUT))
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        for srv in list(harness.LIVE):
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.proc.kill()
+
+    t = threading.Timer(TEST_TIMEOUT, on_timeout)
+    t.daemon = True
+    t.start()
+    yield
+    t.cancel()
+    if fired:
+        pytest.fail("test exceeded %.0fs (the watchdog killed riffq)" % TEST_TIMEOUT, pytrace=False)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ the fixtures in conftest.py.
 
 Run with Debian's interpreter:  /usr/bin/python3 -m pytest tests/integration
 """
+import atexit
 import base64
 import hashlib
 import hmac
@@ -93,6 +94,31 @@ def default_config(port, **overrides):
     return cfg
 
 
+# Every riffq process started and not yet stopped, for the per-test watchdog
+# in conftest.py (it SIGKILLs them when a test overruns, which unblocks any
+# client waiting on them) and for the exit handler below.
+LIVE = set()
+# Every PgCluster started and not yet stopped.
+LIVE_CLUSTERS = set()
+
+
+@atexit.register
+def _cleanup_at_exit():
+    """Last resort when pytest dies without running fixture teardown (e.g. a
+    SIGTERM from `timeout`, which conftest.py turns into KeyboardInterrupt):
+    no riffq process or Postgres cluster outlives the test run."""
+    for srv in list(LIVE):
+        try:
+            srv.kill()
+        except Exception:
+            pass
+    for pg in list(LIVE_CLUSTERS):
+        try:
+            pg.stop()
+        except Exception:
+            pass
+
+
 class Riffq:
     """One running build/riffq process."""
 
@@ -123,6 +149,7 @@ class Riffq:
                                          stderr=subprocess.STDOUT, cwd=self.workdir)
         finally:
             log.close()
+        LIVE.add(self)
         deadline = time.monotonic() + START_TIMEOUT
         ok = False
         tcp = [l for l in self.config.get("listen", []) if "port" in l]
@@ -158,9 +185,11 @@ class Riffq:
                 self.proc.wait(timeout=STOP_TIMEOUT)
                 self.returncode = "killed after SIGTERM timeout"
                 self.proc = None
+                LIVE.discard(self)
                 return self.returncode
         self.returncode = self.proc.returncode
         self.proc = None
+        LIVE.discard(self)
         return self.returncode
 
     def kill(self):
@@ -170,6 +199,7 @@ class Riffq:
             self.proc.wait(timeout=STOP_TIMEOUT)
             self.returncode = self.proc.returncode
             self.proc = None
+        LIVE.discard(self)
 
     @property
     def pid(self):
@@ -271,6 +301,7 @@ class PgCluster:
                              "-w", "-t", "60", "start"])
             if r.returncode == 0:
                 self.started = True
+                LIVE_CLUSTERS.add(self)
                 return self
             # most likely the port got taken between free_port() and bind
         raise RuntimeError("pg_ctl start failed:\n%s\n%s" % (r.stdout.decode(errors="replace"), self.log))
@@ -300,6 +331,7 @@ class PgCluster:
                              "-m", "immediate", "-w", "-t", "30", "stop"], timeout=60)
                 self.started = False
         finally:
+            LIVE_CLUSTERS.discard(self)
             if self.tmp:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 self.tmp = None

@@ -107,7 +107,8 @@ def test_wrong_password(riffq, user, password):
         with pytest.raises(asyncpg.InvalidPasswordError) as ei:
             await connect(riffq, user=user, password=password)
         assert ei.value.sqlstate == "28P01"
-        assert str(ei.value) == 'password authentication failed for user "%s"' % user
+        # .message is the primary message (str() appends DETAIL/HINT lines)
+        assert ei.value.message == 'password authentication failed for user "%s"' % user
     run(main())
 
 
@@ -238,10 +239,10 @@ def test_transactions(riffq):
             await tr.start()
             with pytest.raises(asyncpg.UndefinedTableError) as ei:
                 await conn.fetch("SELECT * FROM nosuch")
-            assert str(ei.value) == 'relation "nosuch" does not exist'
+            assert ei.value.message == 'relation "nosuch" does not exist'
             with pytest.raises(asyncpg.InFailedSQLTransactionError) as ei:
                 await conn.fetchval("SELECT 1")
-            assert str(ei.value) == ("current transaction is aborted, commands ignored "
+            assert ei.value.message == ("current transaction is aborted, commands ignored "
                                      "until end of transaction block")
             await tr.rollback()
             assert not conn.is_in_transaction()
@@ -257,7 +258,7 @@ def test_errors(riffq):
         try:
             with pytest.raises(asyncpg.UndefinedObjectError) as ei:
                 await conn.execute("SET no_such_setting = 1")
-            assert str(ei.value) == 'unrecognized configuration parameter "no_such_setting"'
+            assert ei.value.message == 'unrecognized configuration parameter "no_such_setting"'
             with pytest.raises(asyncpg.FeatureNotSupportedError):
                 await conn.execute("INSERT INTO t VALUES (1)")
             with pytest.raises(asyncpg.FeatureNotSupportedError):
