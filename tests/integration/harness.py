@@ -278,6 +278,7 @@ class PgCluster:
 
     def start(self):
         self.tmp = tempfile.mkdtemp(prefix="riffq-pg-")
+        LIVE_CLUSTERS.add(self)
         os.chmod(self.tmp, 0o755)
         self.datadir = os.path.join(self.tmp, "data")
         pwfile = os.path.join(self.tmp, "pw")
@@ -296,13 +297,16 @@ class PgCluster:
             self.port = free_port()
             opts = ("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s "
                     "-c fsync=off -c max_connections=50" % (self.port, self.tmp))
+            # marked started before pg_ctl runs: if we are interrupted while it
+            # waits, stop() still shuts the postmaster down
+            self.started = True
+            LIVE_CLUSTERS.add(self)
             r = self._as_pg([os.path.join(PG_BINDIR, "pg_ctl"), "-D", self.datadir,
                              "-l", os.path.join(self.tmp, "pg.log"), "-o", opts,
                              "-w", "-t", "60", "start"])
             if r.returncode == 0:
-                self.started = True
-                LIVE_CLUSTERS.add(self)
                 return self
+            self.started = False
             # most likely the port got taken between free_port() and bind
         raise RuntimeError("pg_ctl start failed:\n%s\n%s" % (r.stdout.decode(errors="replace"), self.log))
 
@@ -326,10 +330,10 @@ class PgCluster:
 
     def stop(self):
         try:
-            if self.started:
+            if self.started and os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
                 self._as_pg([os.path.join(PG_BINDIR, "pg_ctl"), "-D", self.datadir,
                              "-m", "immediate", "-w", "-t", "30", "stop"], timeout=60)
-                self.started = False
+            self.started = False
         finally:
             LIVE_CLUSTERS.discard(self)
             if self.tmp:

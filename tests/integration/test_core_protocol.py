@@ -213,7 +213,7 @@ def test_ssl_request_refused_when_tls_disabled(riffq):
 def test_unix_socket_listener(riffq_factory, short_tmp):
     port = 54000 + (hash(short_tmp) % 1000)
     path = "%s/.s.PGSQL.%d" % (short_tmp, port)
-    srv = riffq_factory(listen=[{"unix": path}])
+    riffq_factory(listen=[{"unix": path}])
     with RawConn.unix(path) as c:
         c.startup(USER, PASSWORD)
         assert single_value(c.query("SELECT 1")) == b"1"
