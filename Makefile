@@ -25,7 +25,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ITEST_C  := $(sort $(wildcard tests/integration/*.c))
 ITEST_BIN := $(ITEST_C:tests/integration/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-asan clean check-config fuzz bench
+.PHONY: all deps run run-built test test-built test-asan clean fuzz bench bench-built
 
 all: $(BUILD)/riffq
 
@@ -55,7 +55,12 @@ RIFFQ_PORT     ?= 5433
 RIFFQ_USER     ?= riffq
 RIFFQ_PASSWORD ?= riffq
 
-run: deps $(BUILD)/riffq
+# deps first, then a fresh make: pkg-config is evaluated when a Makefile is
+# read, so on a new machine it must run again after the packages arrive
+run: deps
+	@$(MAKE) --no-print-directory run-built
+
+run-built: $(BUILD)/riffq
 	@echo
 	@echo "riffq is starting on 127.0.0.1:$(RIFFQ_PORT).  Connect from another terminal with:"
 	@echo
@@ -66,7 +71,10 @@ run: deps $(BUILD)/riffq
 	RIFFQ_PORT=$(RIFFQ_PORT) RIFFQ_USER=$(RIFFQ_USER) RIFFQ_PASSWORD=$(RIFFQ_PASSWORD) \
 	    $(BUILD)/riffq --config routes/default.json
 
-test: deps $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)
+test: deps
+	@$(MAKE) --no-print-directory test-built
+
+test-built: $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)
 	@BUILD=$(BUILD) PY=$(PY) ./tests/run.sh
 
 # The sanitizer build runs the whole suite; UBSan findings abort, and leaks
@@ -86,5 +94,8 @@ clean:
 # fuzz targets and their rules live beside them
 -include tests/fuzz/fuzz.mk
 
-bench: deps $(BUILD)/riffq
+bench: deps
+	@$(MAKE) --no-print-directory bench-built
+
+bench-built: $(BUILD)/riffq
 	$(PY) tests/bench/bench.py
