@@ -24,8 +24,10 @@
  * Server messages are relayed byte for byte; only headers are read, plus
  * the status byte of ReadyForQuery.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include "riffq/log.h"
 #include "riffq/wire.h"
@@ -39,6 +41,7 @@
 typedef struct SrvStmts {
     char (*names)[24];
     size_t n, cap;
+    uint64_t state_hash;    /* session settings applied on this server, 0 = none */
 } SrvStmts;
 
 static void srv_stmts_free(void *p)
@@ -179,12 +182,13 @@ void relay_detach(Session *s, int reusable)
     r->copy_in = 0;
     r->skipping = 0;
     r->broken = 0;
+    r->pinned = 0;
 }
 
 static void maybe_release(Session *s)
 {
     Relay *r = &s->relay;
-    if (!r->conn || acts_len(r) || r->copy_in) return;
+    if (!r->conn || acts_len(r) || r->copy_in || r->pinned) return;
     if (s->xact == 'I' && pool_mode(s, r->upstream) == POOL_TRANSACTION)
         relay_detach(s, 1);
 }
@@ -392,6 +396,25 @@ static void forward(Session *s, uint8_t type, const uint8_t *body, size_t len, P
         up_conn_cork(r->conn, 1);
         r->corked = 1;
     }
+    if (!r->state_checked) {
+        /* this server may carry another client's settings, or none of ours */
+        r->state_checked = 1;
+        SrvStmts *ss = srv_stmts(r->conn);
+        if (ss->state_hash != s->up_hash) {
+            Buf q;
+            buf_init(&q);
+            buf_append_str(&q, "RESET ALL");
+            for (size_t i = 0; i < s->n_up; i++) {
+                buf_append_str(&q, "; ");
+                buf_append_str(&q, s->up_sets[i]);
+            }
+            buf_append_byte(&q, 0);
+            act_push(r, ACT_SWALLOW, 'Q', 0, 0, NULL);
+            send_raw(s, 'Q', (const uint8_t *)q.data, q.len);
+            buf_free(&q);
+            ss->state_hash = s->up_hash;
+        }
+    }
     if (r->need_begin) {
         /* the client said BEGIN before anything reached this upstream */
         static const char begin[] = "BEGIN";
@@ -482,6 +505,7 @@ static void on_acquired(void *ud, UpConn *conn, RqError *err)
         return;
     }
     r->conn = conn;
+    r->state_checked = 0;
     UpConnCb cb = { .ud = s, .on_data = on_server_data, .on_error = on_server_error };
     up_conn_attach(conn, &cb);
     if (!s->in_handle) sess_done_waiting(s);
@@ -541,4 +565,165 @@ void relay_flush_server(Session *s)
     if (s->relay.conn && relay_busy(s)) send_raw(s, 'H', NULL, 0);
     s->relay.want_resume = 1;
     relay_batch_end(s);
+}
+
+/* ---- session state for pooled servers ---- */
+
+static uint64_t settings_hash(const Session *s)
+{
+    if (s->n_up == 0) return 0;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < s->n_up; i++) {
+        for (const unsigned char *p = (const unsigned char *)s->up_sets[i]; *p; p++) {
+            h ^= *p;
+            h *= 1099511628211ULL;
+        }
+        h ^= ';';
+        h *= 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+static void forget_setting(Session *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_up; i++) {
+        if (!strcasecmp(s->up_names[i], name)) {
+            free(s->up_names[i]);
+            free(s->up_sets[i]);
+            memmove(s->up_names + i, s->up_names + i + 1, (s->n_up - i - 1) * sizeof *s->up_names);
+            memmove(s->up_sets + i, s->up_sets + i + 1, (s->n_up - i - 1) * sizeof *s->up_sets);
+            s->n_up--;
+            return;
+        }
+    }
+}
+
+static void remember_setting(Session *s, const char *name, char *set_sql)
+{
+    forget_setting(s, name);
+    s->up_names = xrealloc(s->up_names, (s->n_up + 1) * sizeof *s->up_names);
+    s->up_sets = xrealloc(s->up_sets, (s->n_up + 1) * sizeof *s->up_sets);
+    s->up_names[s->n_up] = xstrdup(name);
+    s->up_sets[s->n_up] = set_sql;
+    s->n_up++;
+}
+
+static int plain_name(const char *n)
+{
+    if (!*n || !(isalpha((unsigned char)*n) || *n == '_')) return 0;
+    for (; *n; n++)
+        if (!isalnum((unsigned char)*n) && *n != '_' && *n != '.') return 0;
+    return 1;
+}
+
+void relay_startup_settings(Session *s, const char *const *keys, const char *const *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!plain_name(keys[i])) continue;
+        /* set_config reads the value as the startup packet would: a list
+         * setting such as search_path stays a list */
+        Buf b;
+        buf_init(&b);
+        buf_printf(&b, "SELECT pg_catalog.set_config('%s', '", keys[i]);
+        for (const char *v = vals[i]; *v; v++) {
+            if (*v == '\'') buf_append_byte(&b, '\'');
+            buf_append_byte(&b, (uint8_t)*v);
+        }
+        buf_append_str(&b, "', false)");
+        buf_append_byte(&b, 0);
+        remember_setting(s, keys[i], xstrdup(b.data));
+        buf_free(&b);
+    }
+    s->up_hash = settings_hash(s);
+}
+
+void relay_free_settings(Session *s)
+{
+    for (size_t i = 0; i < s->n_up; i++) {
+        free(s->up_names[i]);
+        free(s->up_sets[i]);
+    }
+    free(s->up_names);
+    free(s->up_sets);
+    s->up_names = s->up_sets = NULL;
+    s->n_up = 0;
+}
+
+/* First keyword of a statement, skipping blanks and comments. */
+static size_t first_word(const char *sql, char *out, size_t cap)
+{
+    const char *p = sql;
+    for (;;) {
+        while (isspace((unsigned char)*p)) p++;
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n') p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            const char *e = strstr(p + 2, "*/");
+            p = e ? e + 2 : p + strlen(p);
+        } else {
+            break;
+        }
+    }
+    size_t n = 0;
+    while (isalpha((unsigned char)p[n]) && n + 1 < cap) {
+        out[n] = (char)tolower((unsigned char)p[n]);
+        n++;
+    }
+    out[n] = 0;
+    return n;
+}
+
+static void note_stmt(Session *s, const RouteStmt *st)
+{
+    Relay *r = &s->relay;
+    const char *node = st->node_type;
+    if (!strcmp(node, "VariableSetStmt")) {
+        const char *kind = json_string_value(json_object_get(st->node, "kind"));
+        const char *name = json_string_value(json_object_get(st->node, "name"));
+        if (json_is_true(json_object_get(st->node, "is_local")) || !kind) return;
+        /* inside a transaction the SET may still roll back; recorded anyway,
+         * as a rolled-back SET is rare and a replayed one is harmless */
+        if (!strcmp(kind, "VAR_RESET_ALL")) {
+            relay_free_settings(s);
+        } else if (name && (!strcmp(kind, "VAR_RESET") || !strcmp(kind, "VAR_SET_DEFAULT"))) {
+            forget_setting(s, name);
+        } else if (name && !strcmp(kind, "VAR_SET_VALUE")) {
+            remember_setting(s, name, xstrdup(st->text));
+        }
+        s->up_hash = settings_hash(s);
+        /* the server runs this very statement: it will hold the new state */
+        if (r->conn) srv_stmts(r->conn)->state_hash = s->up_hash;
+        return;
+    }
+    int pin = !strcmp(node, "ListenStmt") || !strcmp(node, "PrepareStmt") ||
+              (!strcmp(node, "DeclareCursorStmt") &&
+               (json_integer_value(json_object_get(st->node, "options")) & 0x20 /* WITH HOLD */)) ||
+              (!strcmp(node, "CreateStmt") &&
+               json_string_value(json_object_get(json_object_get(st->node, "relation"), "relpersistence")) &&
+               !strcmp(json_string_value(json_object_get(json_object_get(st->node, "relation"), "relpersistence")), "t"));
+    if (!pin && st->kind == STMT_SELECT && strstr(st->text, "advisory_lock") &&
+        !strstr(st->text, "advisory_xact_lock"))
+        pin = 1;
+    if (pin && !r->pinned) {
+        r->pinned = 1;
+        log_info("session %d: pinned to its server connection by %s", s->pid, route_stmt_tag(st));
+    }
+}
+
+void relay_note_query(Session *s, const char *sql)
+{
+    char w[16];
+    first_word(sql, w, sizeof w);
+    int maybe = !strcmp(w, "set") || !strcmp(w, "reset") || !strcmp(w, "listen") ||
+                !strcmp(w, "prepare") || !strcmp(w, "declare") || !strcmp(w, "create") ||
+                (!strcmp(w, "select") && strstr(sql, "advisory_lock"));
+    if (!maybe) return;     /* the common case costs one keyword read */
+    RouteParse p;
+    RqError err = {0};
+    if (route_parse(sql, &p, &err) < 0) {
+        rq_error_free(&err);
+        return;
+    }
+    for (size_t i = 0; i < p.n; i++) note_stmt(s, &p.stmts[i]);
+    route_parse_free(&p);
 }

@@ -638,6 +638,13 @@ static SessStatus plug_describe(Session *s, Prepared *ps, Portal *p)
 
 /* ---- simple query ---- */
 
+static SessStatus relay_query(Session *s, int upstream, const uint8_t *body, size_t len, const char *sql)
+{
+    SessStatus st = relay_message(s, upstream, 'Q', body, len, NULL);
+    if (st == SESS_OK) relay_note_query(s, sql);
+    return st;
+}
+
 static void run_local_query(Session *s, const char *sql, RouteParse *parse)
 {
     RqError err = {0};
@@ -675,7 +682,7 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         /* no route looks inside statements: route without parsing */
         if (decide(s, NULL, &t, &err) == 0 && t.kind == TARGET_UPSTREAM) {
             if (check_sticky(s, &t, &err) < 0) goto fail;
-            return relay_message(s, t.index, 'Q', body, len, NULL);
+            return relay_query(s, t.index, body, len, sql);
         }
         rq_error_free(&err);
     }
@@ -685,7 +692,7 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         if (decide(s, NULL, &t, &e2) == 0 && t.kind == TARGET_UPSTREAM) {
             rq_error_free(&err);
             if (check_sticky(s, &t, &err) < 0) goto fail;
-            return relay_message(s, t.index, 'Q', body, len, NULL);
+            return relay_query(s, t.index, body, len, sql);
         }
         rq_error_free(&e2);
         if (relay_busy(s)) {
@@ -708,7 +715,7 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
     if (!rq_error_is_set(&err) && t.kind == TARGET_UPSTREAM) {
         route_parse_free(&parse);
         if (check_sticky(s, &t, &err) < 0) goto fail;
-        return relay_message(s, t.index, 'Q', body, len, NULL);
+        return relay_query(s, t.index, body, len, sql);
     }
     if (!rq_error_is_set(&err) && t.kind == TARGET_PLUGIN && !relay_busy(s)) {
         if (check_sticky(s, &t, &err) < 0) {
@@ -1317,6 +1324,7 @@ Session *sess_new(const SessInit *init, Buf *out, RqError *err)
         sess_free(s);
         return NULL;
     }
+    if (s->cfg->n_upstreams) relay_startup_settings(s, init->keys, init->vals, init->n);
     sess_settings_report_all(&s->settings, out);
     wire_backend_key(out, s->pid, s->key);
     wire_ready(out, s->xact);
@@ -1330,6 +1338,7 @@ void sess_free(Session *s)
     route_parse_free(&s->plug.parse);
     if (s->env->plugins && s->cfg->n_plugins) plug_engine_session_end(s->env->plugins, s->pid);
     relay_detach(s, s->xact == 'I');
+    relay_free_settings(s);
     rq_error_free(&s->relay.acquire_err);
     free(s->relay.acts);
     drop_all_portals(s);

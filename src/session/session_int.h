@@ -100,6 +100,8 @@ typedef struct Relay {
     RqError acquire_err;
     int need_begin;             /* open the transaction begun locally before forwarding */
     int corked;                 /* conn is corked until the client's batch is read */
+    int state_checked;          /* the attached server has this session's settings */
+    int pinned;                 /* session state the pool cannot move: keep the server */
 } Relay;
 
 struct Session {
@@ -129,6 +131,13 @@ struct Session {
     size_t n_savepoints;
     Relay relay;
     PlugRun plug;
+    /* Settings the client gave upstream servers (startup packet, then SET
+     * statements), replayed on each pooled server it lands on: one
+     * "SET name = value" statement per setting, in order. */
+    char **up_names;
+    char **up_sets;
+    size_t n_up;
+    uint64_t up_hash;           /* 0 = no settings */
 };
 
 /* relay.c */
@@ -146,6 +155,13 @@ void relay_cancel(Session *s);
 void relay_output_drained(Session *s);
 /* Ask the server to flush answers and resume the session once it has. */
 void relay_flush_server(Session *s);
+/* Look at a Query bound upstream for statements that change session state:
+ * SET/RESET are recorded for replay, LISTEN/PREPARE/temp tables/advisory
+ * locks pin the server connection to the session. */
+void relay_note_query(Session *s, const char *sql);
+/* Record the startup packet's settings for replay. */
+void relay_startup_settings(Session *s, const char *const *keys, const char *const *vals, size_t n);
+void relay_free_settings(Session *s);
 /* The client's input batch is done: write what was relayed. */
 void relay_batch_end(Session *s);
 /* The session finished with a message synchronously or asynchronously. */

@@ -329,3 +329,42 @@ def test_upstream_down_gives_clear_error(riffq_factory):
         # everything routes upstream, so the same error again
         with pytest.raises(psycopg.OperationalError):
             c.execute("SELECT 1")
+
+
+def test_session_settings_follow_clients_across_pooled_servers(proxy, schema):
+    # one server connection for two clients: each must see only its own settings
+    srv = proxy(pool_size=1)
+    with psycopg.connect(srv.dsn(options="-c search_path=pg_catalog,public"), autocommit=True) as a, \
+         psycopg.connect(srv.dsn(application_name="client-b"), autocommit=True) as b:
+        assert a.execute("SHOW search_path").fetchone() == ("pg_catalog,public",)
+        a.execute("SET application_name = 'client-a'")
+        a.execute("SET TIME ZONE 'Asia/Tokyo'")
+        assert b.execute("SHOW application_name").fetchone() == ("client-b",)
+        assert b.execute("SHOW TimeZone").fetchone()[0] != "Asia/Tokyo"
+        assert b.execute("SHOW search_path").fetchone() == ('"$user", public',)
+        assert a.execute("SELECT current_setting('application_name'), current_setting('TimeZone')").fetchone() \
+            == ("client-a", "Asia/Tokyo")
+        a.execute("RESET application_name")
+        b.execute("SET search_path TO public")
+        assert a.execute("SHOW search_path").fetchone() == ("pg_catalog,public",)
+        assert b.execute("SHOW search_path").fetchone() == ("public",)
+        # the server really is shared
+        assert a.execute("SELECT pg_backend_pid()").fetchone() == b.execute("SELECT pg_backend_pid()").fetchone()
+
+
+def test_listen_pins_the_server_under_transaction_pooling(proxy, schema):
+    srv = proxy(pool_size=3)
+    with psycopg.connect(srv.dsn(), autocommit=True) as listener, \
+         psycopg.connect(srv.dsn(), autocommit=True) as talker:
+        got = []
+        listener.add_notify_handler(lambda n: got.append(n.payload))
+        listener.execute("LISTEN pinned_chan")
+        pid = listener.execute("SELECT pg_backend_pid()").fetchone()[0]
+        talker.execute("NOTIFY pinned_chan, 'one'")
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            listener.execute("SELECT 1")
+            time.sleep(0.05)
+        assert got == ["one"]
+        assert listener.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    assert "pinned to its server connection by LISTEN" in srv.log
