@@ -34,6 +34,12 @@ FUZZ_CODEC_SRC     := src/wire/wire.c src/util/buf.c src/util/error.c
 
 FUZZ_SRC_wire      := $(FUZZ_CODEC_SRC)
 FUZZ_SRC_startup   := $(FUZZ_CODEC_SRC)
+FUZZ_SRC_scram     := src/auth/auth.c src/util/buf.c src/util/error.c
+FUZZ_LIBS_scram     = $(shell pkg-config --libs openssl)
+FUZZ_SRC_config    := src/config/config.c src/util/buf.c src/util/error.c src/util/log.c
+FUZZ_LIBS_config    = $(shell pkg-config --libs jansson)
+FUZZ_SRC_pgtypes   := src/session/pgtypes.c src/util/buf.c src/util/error.c
+FUZZ_LIBS_pgtypes   = -lm
 
 # ---- nothing below needs editing to add a target ----
 
