@@ -33,6 +33,7 @@ typedef struct SessEnv {
     RouteTable *routes;
     UpPool **pools;                 /* parallel to cfg->upstreams */
     PlugEngine *plugins;            /* NULL when no plugin engine runs */
+    struct uv_loop_s *loop;         /* for timers (statement_timeout) */
 } SessEnv;
 
 /* How a session talks back to its connection outside sess_handle, when an

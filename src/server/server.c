@@ -163,6 +163,7 @@ static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, Config *cfg, char 
     r->refs = 1;
     r->env.cfg = cfg;
     r->env.plugins = plugins;
+    r->env.loop = loop;
     r->env.routes = route_table_new(cfg, errmsg);
     if (!r->env.routes) {
         cref_release(r);

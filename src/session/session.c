@@ -15,6 +15,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <uv.h>
 #include <string.h>
 #include "riffq/log.h"
 #include "riffq/pgtypes.h"
@@ -416,6 +417,11 @@ static void plug_error(Session *s, PlugQuery *q)
 {
     const RqError *pe = plug_query_error(q);
     RqError e = {0};
+    if (s->plug.timed_out && pe && !strcmp(pe->sqlstate, "57014")) {
+        rq_error_set(&e, "57014", "canceling statement due to statement timeout");
+        send_error(s, &e);
+        return;
+    }
     rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "XX000", "%s",
                  pe && pe->message ? pe->message : "plugin failed");
     if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
@@ -437,6 +443,53 @@ static void plug_tag(Session *s, PlugQuery *q, size_t rows)
 }
 
 static void on_plug_ready(void *ud);
+
+/* statement_timeout in milliseconds, from the session setting ("5s", "250",
+ * "1min", ...), as Postgres reads it; 0 = none. */
+static uint64_t statement_timeout_ms(const Session *s)
+{
+    const char *v = sess_settings_value(&s->settings, "statement_timeout");
+    if (!v) return 0;
+    char *end;
+    double n = strtod(v, &end);
+    while (*end == ' ') end++;
+    double mult = !*end || !strcmp(end, "ms") ? 1 : !strcmp(end, "s") ? 1000
+                : !strcmp(end, "min") ? 60000 : !strcmp(end, "h") ? 3600000
+                : !strcmp(end, "d") ? 86400000 : !strcmp(end, "us") ? 0.001 : 1;
+    return n > 0 ? (uint64_t)(n * mult + 0.5) : 0;
+}
+
+static void on_statement_timeout(uv_timer_t *t)
+{
+    Session *s = t->data;
+    PlugRun *pr = &s->plug;
+    PlugQuery *q = pr->portal ? pr->portal->pq : pr->q;
+    if (!pr->active || !q) return;
+    pr->timed_out = 1;
+    plug_query_cancel(q);
+}
+
+static void free_closed_timer(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void arm_statement_timeout(Session *s)
+{
+    uint64_t ms = statement_timeout_ms(s);
+    if (!ms || !s->env->loop) return;
+    if (!s->plug.timer) {
+        s->plug.timer = xmalloc(sizeof *s->plug.timer);
+        uv_timer_init(s->env->loop, s->plug.timer);
+        s->plug.timer->data = s;
+    }
+    uv_timer_start(s->plug.timer, on_statement_timeout, ms, 0);
+}
+
+static void disarm_statement_timeout(Session *s)
+{
+    if (s->plug.timer) uv_timer_stop(s->plug.timer);
+}
 
 static PlugQuery *plug_start(Session *s, const Target *t, const char *sql, Portal *portal,
                              const Prepared *described)
@@ -477,6 +530,7 @@ static int plug_simple_next(Session *s)
     }
     const RouteStmt *st = &pr->parse.stmts[pr->next_stmt++];
     pr->q = plug_start(s, &pr->target, st->text, NULL, NULL);
+    arm_statement_timeout(s);
     pr->need_rowdesc = 1;
     pr->rows = 0;
     return 0;
@@ -569,19 +623,32 @@ static void on_plug_ready(void *ud)
 {
     Session *s = ud;
     if (s->plug.blocked || !s->plug.active) return;    /* sess_output_drained pumps */
-    if (plug_pump(s)) sess_done_waiting(s);
+    if (plug_pump(s)) {
+        disarm_statement_timeout(s);
+        sess_done_waiting(s);
+    }
     s->io.flush(s->io.ctx);
 }
 
 static SessStatus plug_wait_or_done(Session *s)
 {
-    return plug_pump(s) ? SESS_OK : SESS_WAIT;
+    if (!plug_pump(s)) return SESS_WAIT;
+    disarm_statement_timeout(s);
+    return SESS_OK;
+}
+
+/* A fresh PlugRun for the next plugin statement; the timer handle stays. */
+static void plug_run_reset(Session *s)
+{
+    uv_timer_t *timer = s->plug.timer;
+    memset(&s->plug, 0, sizeof s->plug);
+    s->plug.timer = timer;
 }
 
 static SessStatus plug_simple_query(Session *s, RouteParse *parse, const Target *t)
 {
     PlugRun *pr = &s->plug;
-    memset(pr, 0, sizeof *pr);
+    plug_run_reset(s);
     pr->parse = *parse;
     memset(parse, 0, sizeof *parse);
     pr->target = *t;
@@ -605,20 +672,22 @@ static SessStatus plug_execute(Session *s, Portal *p, int32_t max_rows)
         }
         p->pq = plug_start(s, &p->ps->target, p->ps->sql, p, NULL);
     }
-    memset(pr, 0, sizeof *pr);
+    plug_run_reset(s);
     pr->portal = p;
     pr->target = p->ps->target;
     pr->max_rows = max_rows;
     pr->active = 1;
+    arm_statement_timeout(s);
     return plug_wait_or_done(s);
 }
 
 static SessStatus plug_describe(Session *s, Prepared *ps, Portal *p)
 {
     PlugRun *pr = &s->plug;
-    memset(pr, 0, sizeof *pr);
+    plug_run_reset(s);
     pr->target = ps->target;
     pr->active = 1;
+    arm_statement_timeout(s);
     if (p) {
         /* the portal's real run starts now and is kept for its Execute */
         if (!p->pq && !p->ran) p->pq = plug_start(s, &ps->target, ps->sql, p, NULL);
@@ -1335,6 +1404,7 @@ void sess_free(Session *s)
 {
     if (!s) return;
     if (s->plug.q) plug_query_free(s->plug.q);
+    if (s->plug.timer) uv_close((uv_handle_t *)s->plug.timer, free_closed_timer);
     route_parse_free(&s->plug.parse);
     if (s->env->plugins && s->cfg->n_plugins) plug_engine_session_end(s->env->plugins, s->pid);
     relay_detach(s, s->xact == 'I');
@@ -1374,7 +1444,10 @@ void sess_output_drained(Session *s)
     relay_output_drained(s);
     if (s->plug.blocked) {
         s->plug.blocked = 0;
-        if (plug_pump(s)) sess_done_waiting(s);
+        if (plug_pump(s)) {
+            disarm_statement_timeout(s);
+            sess_done_waiting(s);
+        }
         s->io.flush(s->io.ctx);
     }
 }

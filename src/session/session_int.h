@@ -65,6 +65,8 @@ typedef struct PlugRun {
     RouteParse parse;           /* simple Query: its statements */
     size_t next_stmt;
     Target target;
+    struct uv_timer_s *timer;   /* statement_timeout (owned; closed with the session) */
+    int timed_out;
 } PlugRun;
 
 /* What to do with the server's answer to one relayed client message. */

@@ -147,6 +147,19 @@ def test_cancel_interrupts_handler(plugin_server):
         assert c.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_statement_timeout_interrupts_handler(plugin_server):
+    with psycopg.connect(plugin_server.dsn(), autocommit=True) as c:
+        c.execute("SET statement_timeout = '300ms'")
+        start = time.time()
+        with pytest.raises(psycopg.errors.QueryCanceled) as e:
+            c.execute("SELECT * FROM slow")
+        assert e.value.diag.message_primary == "canceling statement due to statement timeout"
+        assert time.time() - start < 10
+        # fast statements are not affected, and the session goes on
+        assert c.execute("SELECT count(*) FROM customers").fetchone() == (200,)
+        c.execute("SET statement_timeout = 0")
+
+
 def test_plugin_inside_local_transaction(plugin_server):
     with psycopg.connect(plugin_server.dsn()) as c:
         c.execute("SET application_name = 'in-tx'")
