@@ -43,12 +43,17 @@ typedef struct RouteParse {
     RouteStmt *stmts;       /* owned; n == 0 for an empty query string */
     size_t n;
     json_t *root;           /* owns the parse tree */
+    int *shared;            /* copies sharing stmts and root (classification cache), or NULL */
 } RouteParse;
 
 /* Parse sql.  Returns 0, or -1 with a 42601 syntax error (with position, in
- * Postgres' words) in err. */
+ * Postgres' words) in err.  Results are cached per thread by statement text,
+ * so a statement parsed again (a re-prepared or repeated query) costs a hash
+ * lookup; the result is read-only and shared with the cache. */
 int route_parse(const char *sql, RouteParse *out, RqError *err);
 void route_parse_free(RouteParse *p);
+/* Classification cache counters of the calling thread. */
+void route_cache_stats(uint64_t *hits, uint64_t *misses);
 /* Release the parser's per-thread memory (at exit, for leak checkers). */
 void route_parser_exit(void);
 

@@ -205,13 +205,16 @@ static void collect_rels(json_t *node, RouteStmt *s)
  * pg_query_exit crashes when it was never created. */
 static __thread int parser_used;
 
+static void cache_clear(void);
+
 void route_parser_exit(void)
 {
+    cache_clear();
     if (parser_used) pg_query_exit();
     parser_used = 0;
 }
 
-int route_parse(const char *sql, RouteParse *out, RqError *err)
+static int parse_uncached(const char *sql, RouteParse *out, RqError *err)
 {
     memset(out, 0, sizeof *out);
     parser_used = 1;
@@ -271,6 +274,11 @@ int route_parse(const char *sql, RouteParse *out, RqError *err)
 
 void route_parse_free(RouteParse *p)
 {
+    if (p->shared && --*p->shared > 0) {
+        memset(p, 0, sizeof *p);
+        return;
+    }
+    free(p->shared);
     for (size_t i = 0; i < p->n; i++) {
         RouteStmt *s = &p->stmts[i];
         free(s->text);
@@ -283,4 +291,85 @@ void route_parse_free(RouteParse *p)
     free(p->stmts);
     if (p->root) json_decref(p->root);
     memset(p, 0, sizeof *p);
+}
+
+/* ---- the classification cache ----
+ *
+ * Direct-mapped by a hash of the text: a lookup is one hash and one string
+ * compare, and a colliding statement simply replaces the older one.  Entries
+ * share their parse with every copy handed out (a reference count), so a
+ * session keeping a prepared statement's parse keeps it alive after
+ * eviction.  Per thread, because jansson's reference counts are not atomic
+ * and only the loop thread classifies statements. */
+
+#define CACHE_SLOTS 512
+#define CACHE_MAX_TEXT 8192     /* longer statements are rarely repeated verbatim */
+
+typedef struct CacheSlot {
+    char *sql;
+    RouteParse parse;
+} CacheSlot;
+
+static __thread CacheSlot *cache;
+static __thread uint64_t cache_hits, cache_misses;
+
+static uint64_t text_hash(const char *s, size_t *len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const char *p = s;
+    for (; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 1099511628211ULL;
+    }
+    *len = (size_t)(p - s);
+    return h;
+}
+
+static void share(const RouteParse *from, RouteParse *to)
+{
+    *to = *from;
+    (*to->shared)++;
+}
+
+int route_parse(const char *sql, RouteParse *out, RqError *err)
+{
+    size_t len;
+    uint64_t h = text_hash(sql, &len);
+    if (len > CACHE_MAX_TEXT) return parse_uncached(sql, out, err);
+    if (!cache) cache = xcalloc(CACHE_SLOTS, sizeof *cache);
+    CacheSlot *slot = &cache[h % CACHE_SLOTS];
+    if (slot->sql && !strcmp(slot->sql, sql)) {
+        cache_hits++;
+        share(&slot->parse, out);
+        return 0;
+    }
+    cache_misses++;
+    if (parse_uncached(sql, out, err) < 0) return -1;
+    out->shared = xmalloc(sizeof *out->shared);
+    *out->shared = 1;
+    if (slot->sql) {
+        free(slot->sql);
+        route_parse_free(&slot->parse);
+    }
+    slot->sql = xstrdup(sql);
+    share(out, &slot->parse);
+    return 0;
+}
+
+void route_cache_stats(uint64_t *hits, uint64_t *misses)
+{
+    *hits = cache_hits;
+    *misses = cache_misses;
+}
+
+static void cache_clear(void)
+{
+    if (!cache) return;
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        if (!cache[i].sql) continue;
+        free(cache[i].sql);
+        route_parse_free(&cache[i].parse);
+    }
+    free(cache);
+    cache = NULL;
 }

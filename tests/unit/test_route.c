@@ -5,6 +5,7 @@
  * statements mixing tables of routes with different targets.
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -130,6 +131,57 @@ START_TEST(syntax_error_position)
     ck_assert_int_eq(route_parse("SELECT 'é' FORM t", &P, &E), -1);
     ck_assert_str_eq(E.message, "syntax error at or near \"t\"");
     ck_assert_int_eq(E.position, 17);
+}
+END_TEST
+
+START_TEST(cache_shares_parses)
+{
+    uint64_t h0, m0, h1, m1;
+    route_cache_stats(&h0, &m0);
+    RouteParse a, b, c;
+    RqError e = {0};
+    ck_assert_int_eq(route_parse("SELECT * FROM cached_t WHERE x = $1", &a, &e), 0);
+    ck_assert_int_eq(route_parse("SELECT * FROM cached_t WHERE x = $1", &b, &e), 0);
+    route_cache_stats(&h1, &m1);
+    ck_assert_uint_eq(m1 - m0, 1);
+    ck_assert_uint_eq(h1 - h0, 1);
+    /* the second is the same tree, not a re-parse */
+    ck_assert_ptr_eq(a.root, b.root);
+    ck_assert_ptr_eq(a.stmts, b.stmts);
+    ck_assert_str_eq(b.stmts[0].rels[0].name, "cached_t");
+    /* a different text is parsed */
+    ck_assert_int_eq(route_parse("SELECT * FROM cached_u", &c, &e), 0);
+    ck_assert_ptr_ne(c.root, a.root);
+    /* copies outlive each other in any order */
+    route_parse_free(&a);
+    ck_assert_str_eq(b.stmts[0].text, "SELECT * FROM cached_t WHERE x = $1");
+    route_parse_free(&b);
+    route_parse_free(&c);
+    /* syntax errors are not cached: each call reports the error again */
+    ck_assert_int_eq(route_parse("SELEKT", &a, &e), -1);
+    rq_error_free(&e);
+    ck_assert_int_eq(route_parse("SELEKT", &a, &e), -1);
+    ck_assert_str_eq(e.sqlstate, "42601");
+    rq_error_free(&e);
+}
+END_TEST
+
+START_TEST(cache_eviction_keeps_held_copies)
+{
+    RouteParse held;
+    RqError e = {0};
+    ck_assert_int_eq(route_parse("SELECT 'held' FROM evict_me", &held, &e), 0);
+    /* churn far more statements than the cache has slots */
+    for (int i = 0; i < 3000; i++) {
+        char sql[64];
+        RouteParse p;
+        snprintf(sql, sizeof sql, "SELECT %d FROM churn_%d", i, i);
+        ck_assert_int_eq(route_parse(sql, &p, &e), 0);
+        ck_assert_uint_eq(p.stmts[0].n_rels, 1);
+        route_parse_free(&p);
+    }
+    ck_assert_str_eq(held.stmts[0].rels[0].name, "evict_me");
+    route_parse_free(&held);
 }
 END_TEST
 
@@ -308,6 +360,8 @@ int main(void)
     tcase_add_test(tc, multi_statement_text);
     tcase_add_test(tc, empty_and_comment_only);
     tcase_add_test(tc, syntax_error_position);
+    tcase_add_test(tc, cache_shares_parses);
+    tcase_add_test(tc, cache_eviction_keeps_held_copies);
     suite_add_tcase(s, tc);
     TCase *tm = tcase_create("table");
     tcase_add_test(tm, match_order_and_keys);
@@ -321,5 +375,6 @@ int main(void)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    route_parser_exit();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
