@@ -52,6 +52,10 @@ typedef struct RouteParse {
  * lookup; the result is read-only and shared with the cache. */
 int route_parse(const char *sql, RouteParse *out, RqError *err);
 void route_parse_free(RouteParse *p);
+/* Visit every member (key, value) of every object in a parse tree, depth
+ * first, before descending into the value. */
+typedef void (*RouteJsonVisit)(const char *key, json_t *value, void *ctx);
+void route_json_walk(json_t *node, RouteJsonVisit visit, void *ctx);
 /* Classification cache counters of the calling thread. */
 void route_cache_stats(uint64_t *hits, uint64_t *misses);
 /* Release the parser's per-thread memory (at exit, for leak checkers). */

@@ -148,40 +148,46 @@ static void add_cte(RelWalk *w, const char *name)
     w->ctes[w->n_ctes++] = xstrdup(name);
 }
 
-static void walk(json_t *n, RelWalk *w)
+void route_json_walk(json_t *n, RouteJsonVisit visit, void *ctx)
 {
     if (json_is_array(n)) {
         size_t i;
         json_t *v;
-        json_array_foreach(n, i, v) walk(v, w);
+        json_array_foreach(n, i, v) route_json_walk(v, visit, ctx);
         return;
     }
     if (!json_is_object(n)) return;
     const char *key;
     json_t *v;
     json_object_foreach(n, key, v) {
-        /* RangeVars appear wrapped ({"RangeVar": {...}}) where the grammar
-         * allows any node, and bare where the field can only be a RangeVar
-         * (InsertStmt.relation, IntoClause.rel, ViewStmt.view, ...); a bare
-         * one is known by its fields */
-        if (json_is_object(v) && json_is_string(json_object_get(v, "relname")) &&
-            json_object_get(v, "relpersistence")) {
-            const char *rel = json_string_value(json_object_get(v, "relname"));
-            const char *sch = json_string_value(json_object_get(v, "schemaname"));
-            json_t *loc = json_object_get(v, "location");
-            add_rel(w, sch, rel, json_is_integer(loc) ? (int)json_integer_value(loc) : -1);
-        } else if (strcmp(key, "CommonTableExpr") == 0 && json_is_object(v)) {
-            const char *name = json_string_value(json_object_get(v, "ctename"));
-            if (name) add_cte(w, name);
-        }
-        walk(v, w);
+        visit(key, v, ctx);
+        route_json_walk(v, visit, ctx);
+    }
+}
+
+static void visit_rels(const char *key, json_t *v, void *ctx)
+{
+    RelWalk *w = ctx;
+    /* RangeVars appear wrapped ({"RangeVar": {...}}) where the grammar
+     * allows any node, and bare where the field can only be a RangeVar
+     * (InsertStmt.relation, IntoClause.rel, ViewStmt.view, ...); a bare one
+     * is known by its fields */
+    if (json_is_object(v) && json_is_string(json_object_get(v, "relname")) &&
+        json_object_get(v, "relpersistence")) {
+        const char *rel = json_string_value(json_object_get(v, "relname"));
+        const char *sch = json_string_value(json_object_get(v, "schemaname"));
+        json_t *loc = json_object_get(v, "location");
+        add_rel(w, sch, rel, json_is_integer(loc) ? (int)json_integer_value(loc) : -1);
+    } else if (strcmp(key, "CommonTableExpr") == 0 && json_is_object(v)) {
+        const char *name = json_string_value(json_object_get(v, "ctename"));
+        if (name) add_cte(w, name);
     }
 }
 
 static void collect_rels(json_t *node, RouteStmt *s)
 {
     RelWalk w = {0};
-    walk(node, &w);
+    route_json_walk(node, visit_rels, &w);
     size_t keep = 0;
     for (size_t i = 0; i < w.n; i++) {
         int is_cte = 0;

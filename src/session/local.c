@@ -328,32 +328,25 @@ static int eval_expr(Eval *ev, json_t *n, Val *out, RqError *err)
 
 /* ---- parameter type inference ---- */
 
-static void infer_walk(json_t *n, uint32_t *types, uint16_t *maxn)
+typedef struct Infer {
+    uint32_t *types;
+    uint16_t *maxn;
+} Infer;
+
+static void visit_params(const char *key, json_t *v, void *ctx)
 {
-    if (json_is_array(n)) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(n, i, v) infer_walk(v, types, maxn);
-        return;
-    }
-    if (!json_is_object(n)) return;
-    const char *key;
-    json_t *v;
-    json_object_foreach(n, key, v) {
-        if (!strcmp(key, "ParamRef")) {
-            json_int_t num = json_integer_value(json_object_get(v, "number"));
-            if (num > 0 && num <= WIRE_MAX_PARAMS && num > *maxn) *maxn = (uint16_t)num;
-        } else if (!strcmp(key, "TypeCast")) {
-            json_t *arg = json_object_get(v, "arg");
-            json_t *pr = json_object_get(arg, "ParamRef");
-            if (pr) {
-                json_int_t num = json_integer_value(json_object_get(pr, "number"));
-                const PgType *t = type_from_typename(json_object_get(v, "typeName"));
-                if (num > 0 && num <= WIRE_MAX_PARAMS && t && types[num - 1] == 0)
-                    types[num - 1] = t->oid;
-            }
+    Infer *in = ctx;
+    if (!strcmp(key, "ParamRef")) {
+        json_int_t num = json_integer_value(json_object_get(v, "number"));
+        if (num > 0 && num <= WIRE_MAX_PARAMS && num > *in->maxn) *in->maxn = (uint16_t)num;
+    } else if (!strcmp(key, "TypeCast")) {
+        json_t *pr = json_object_get(json_object_get(v, "arg"), "ParamRef");
+        if (pr) {
+            json_int_t num = json_integer_value(json_object_get(pr, "number"));
+            const PgType *t = type_from_typename(json_object_get(v, "typeName"));
+            if (num > 0 && num <= WIRE_MAX_PARAMS && t && in->types[num - 1] == 0)
+                in->types[num - 1] = t->oid;
         }
-        infer_walk(v, types, maxn);
     }
 }
 
@@ -363,7 +356,8 @@ void local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n
     uint16_t maxn = n_declared;
     uint32_t inferred[WIRE_MAX_PARAMS];
     memset(inferred, 0, sizeof inferred);
-    if (st && st->node) infer_walk(st->node, inferred, &maxn);
+    Infer in = { .types = inferred, .maxn = &maxn };
+    if (st && st->node) route_json_walk(st->node, visit_params, &in);
     for (uint16_t i = 0; i < maxn; i++) {
         uint32_t t = i < n_declared ? declared[i] : 0;
         if (t == 0) t = inferred[i];

@@ -863,35 +863,24 @@ static void plug_infer_param(PlugInfer *pi, json_t *node, uint32_t type)
     if (pi->types[n - 1] == 25) pi->types[n - 1] = type;
 }
 
-static void plug_infer_walk(PlugInfer *pi, json_t *n)
+static void visit_plug_params(const char *key, json_t *v, void *ctx)
 {
-    if (json_is_array(n)) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(n, i, v) plug_infer_walk(pi, v);
-        return;
-    }
-    if (!json_is_object(n)) return;
-    const char *key;
-    json_t *v;
-    json_object_foreach(n, key, v) {
-        if (!strcmp(key, "A_Expr")) {
-            json_t *l = json_object_get(v, "lexpr"), *r = json_object_get(v, "rexpr");
-            json_t *lc = json_object_get(l, "ColumnRef"), *rc = json_object_get(r, "ColumnRef");
-            if (lc) {
-                uint32_t t = plug_column_type(pi, lc);
-                plug_infer_param(pi, r, t);
-                /* col IN ($1, $2) */
-                size_t i;
-                json_t *item;
-                json_t *list = json_object_get(json_object_get(r, "List"), "items");
-                json_array_foreach(list, i, item) plug_infer_param(pi, item, t);
-            }
-            if (rc) plug_infer_param(pi, l, plug_column_type(pi, rc));
-        } else if (!strcmp(key, "limitCount") || !strcmp(key, "limitOffset")) {
-            plug_infer_param(pi, v, 20);
+    PlugInfer *pi = ctx;
+    if (!strcmp(key, "A_Expr")) {
+        json_t *l = json_object_get(v, "lexpr"), *r = json_object_get(v, "rexpr");
+        json_t *lc = json_object_get(l, "ColumnRef"), *rc = json_object_get(r, "ColumnRef");
+        if (lc) {
+            uint32_t t = plug_column_type(pi, lc);
+            plug_infer_param(pi, r, t);
+            /* col IN ($1, $2) */
+            size_t i;
+            json_t *item;
+            json_t *list = json_object_get(json_object_get(r, "List"), "items");
+            json_array_foreach(list, i, item) plug_infer_param(pi, item, t);
         }
-        plug_infer_walk(pi, v);
+        if (rc) plug_infer_param(pi, l, plug_column_type(pi, rc));
+    } else if (!strcmp(key, "limitCount") || !strcmp(key, "limitOffset")) {
+        plug_infer_param(pi, v, 20);
     }
 }
 
@@ -901,7 +890,7 @@ static void plug_infer_types(Session *s, Prepared *p)
     PlugInfer pi = { .s = s, .ps = p, .plugin = s->cfg->plugins[p->target.index].name,
                      .declared = p->decl_types, .n_declared = p->n_decl,
                      .types = p->types, .n = p->n_params };
-    plug_infer_walk(&pi, p->parse.stmts[0].node);
+    route_json_walk(p->parse.stmts[0].node, visit_plug_params, &pi);
 }
 
 
