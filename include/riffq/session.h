@@ -25,6 +25,12 @@ typedef struct RouteTable RouteTable;
 typedef struct UpPool UpPool;
 typedef struct PlugEngine PlugEngine;
 
+/* Gateway-wide counters, owned by the server; SHOW riffq.stats shows them. */
+typedef struct RqStats {
+    uint64_t sessions_started;
+    uint64_t sessions_pinned;       /* pinned to a server under transaction pooling */
+} RqStats;
+
 /* What a session can send statements to; owned by the server, shared by
  * every session started under the same configuration, and kept alive until
  * the last of them ends. */
@@ -34,6 +40,7 @@ typedef struct SessEnv {
     UpPool **pools;                 /* parallel to cfg->upstreams */
     PlugEngine *plugins;            /* NULL when no plugin engine runs */
     struct uv_loop_s *loop;         /* for timers (statement_timeout) */
+    RqStats *stats;                 /* the server's counters */
 } SessEnv;
 
 /* How a session talks back to its connection outside sess_handle, when an

@@ -77,6 +77,7 @@ typedef struct Conn Conn;
 struct Server {
     uv_loop_t *loop;
     PlugEngine *plugins;        /* one interpreter for the process; NULL without plugins */
+    RqStats stats;
     CfgRef *cur;                /* configuration for new connections */
     Listener *listeners;
     size_t n_listeners;
@@ -156,7 +157,7 @@ static char *openssl_error(void)
     return xstrdup(buf);
 }
 
-static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, Config *cfg, char **errmsg)
+static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, RqStats *stats, Config *cfg, char **errmsg)
 {
     CfgRef *r = xcalloc(1, sizeof *r);
     r->cfg = cfg;
@@ -164,6 +165,7 @@ static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, Config *cfg, char 
     r->env.cfg = cfg;
     r->env.plugins = plugins;
     r->env.loop = loop;
+    r->env.stats = stats;
     r->env.routes = route_table_new(cfg, errmsg);
     if (!r->env.routes) {
         cref_release(r);
@@ -1023,7 +1025,7 @@ Server *server_new(uv_loop_t *loop, Config *cfg, char **errmsg)
     Server *srv = xcalloc(1, sizeof *srv);
     srv->loop = loop;
     start_plugins(srv, cfg);
-    CfgRef *r = cref_new(loop, srv->plugins, cfg, errmsg);
+    CfgRef *r = cref_new(loop, srv->plugins, &srv->stats, cfg, errmsg);
     if (!r) {
         if (srv->plugins) plug_engine_free(srv->plugins);
         free(srv);
@@ -1078,7 +1080,7 @@ int server_listen(Server *srv, char **errmsg)
 int server_reload(Server *srv, Config *cfg, char **errmsg)
 {
     start_plugins(srv, cfg);
-    CfgRef *r = cref_new(srv->loop, srv->plugins, cfg, errmsg);
+    CfgRef *r = cref_new(srv->loop, srv->plugins, &srv->stats, cfg, errmsg);
     if (!r) return -1;
     const Config *old = srv->cur->cfg;
     int same = old->n_listen == cfg->n_listen;

@@ -495,7 +495,9 @@ static int run_show(LocalCtx *ctx, const RouteStmt *st, Eval *ev, RqResult *out,
 {
     const char *name = jstr(st->node, "name");
     if (!name) name = "";
-    if (!strcasecmp(name, "all")) {
+    if (!strncasecmp(name, "riffq.", 6)) {
+        if (admin_show(ctx->env, name, ev->describe, out, err) < 0) return -1;
+    } else if (!strcasecmp(name, "all")) {
         sess_settings_show_all(ctx->settings, out);
         if (ev->describe) {
             for (size_t i = 0; i < out->n_rows * out->n_cols; i++) free(out->vals[i]);

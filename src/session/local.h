@@ -13,6 +13,7 @@
 #include "settings.h"
 
 typedef struct LocalCtx {
+    const struct SessEnv *env;  /* for the gateway's own SHOW riffq.* views */
     SessSettings *settings;
     const char *user;
     const char *database;
@@ -35,6 +36,12 @@ int local_handles(const RouteStmt *st);
  * no side effects) a statement.  params are text values, NULL = SQL NULL. */
 int local_run(LocalCtx *ctx, const RouteStmt *st, const char *const *params, uint16_t n_params,
               const uint32_t *param_types, RqResult *out, RqError *err);
+
+/* SHOW riffq.pools | riffq.routes | riffq.stats (admin.c).  -1 with 42704
+ * for another riffq.* name. */
+int admin_show(const struct SessEnv *env, const char *name, int describe, RqResult *out, RqError *err);
+/* Whether sql is a SHOW of a riffq.* view, which the gateway always answers. */
+int admin_is_show(const char *sql);
 
 /* The error for a statement nothing can answer (no route). */
 void local_no_route(const LocalCtx *ctx, const RouteStmt *st, RqError *err);

@@ -706,6 +706,7 @@ static void note_stmt(Session *s, const RouteStmt *st)
         pin = 1;
     if (pin && !r->pinned) {
         r->pinned = 1;
+        if (s->env->stats) s->env->stats->sessions_pinned++;
         log_info("session %d: pinned to its server connection by %s", s->pid, route_stmt_tag(st));
     }
 }

@@ -154,6 +154,7 @@ static void end_xact(Session *s, int commit)
 static LocalCtx local_ctx(Session *s, const char *sql)
 {
     return (LocalCtx){
+        .env = s->env,
         .settings = &s->settings, .user = s->user, .database = s->database,
         .server_version = s->cfg->server_version, .pid = s->pid,
         .in_xact = s->xact != 'I', .sql = sql,
@@ -747,6 +748,15 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         send_error(s, &err);
         return SESS_CLOSE;
     }
+    if (admin_is_show(sql) && !relay_busy(s) && route_parse(sql, &parse, &err) == 0) {
+        /* the gateway's own views answer wherever statements are routed */
+        drop_portal(s, "");
+        drop_stmt(s, "");
+        run_local_query(s, sql, &parse);
+        route_parse_free(&parse);
+        return SESS_OK;
+    }
+    rq_error_free(&err);
     if (!needs_parse(s)) {
         /* no route looks inside statements: route without parsing */
         if (decide(s, NULL, &t, &err) == 0 && t.kind == TARGET_UPSTREAM) {
@@ -1383,6 +1393,7 @@ Session *sess_new(const SessInit *init, Buf *out, RqError *err)
         return NULL;
     }
     if (s->cfg->n_upstreams) relay_startup_settings(s, init->keys, init->vals, init->n);
+    if (s->env->stats) s->env->stats->sessions_started++;
     sess_settings_report_all(&s->settings, out);
     wire_backend_key(out, s->pid, s->key);
     wire_ready(out, s->xact);

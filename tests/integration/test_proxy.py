@@ -368,3 +368,22 @@ def test_listen_pins_the_server_under_transaction_pooling(proxy, schema):
         assert got == ["one"]
         assert listener.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     assert "pinned to its server connection by LISTEN" in srv.log
+
+
+def test_gateway_views_answer_show(proxy, schema):
+    srv = proxy(pool_size=4)
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        for _ in range(3):
+            c.execute("SELECT count(*) FROM items")
+        c.execute("LISTEN some_channel")         # pins this session
+        pools = c.execute("SHOW riffq.pools").fetchall()
+        assert len(pools) == 1
+        name, mode, size, active, idle, connecting, waiting, acquired, opened, failed = pools[0]
+        assert (name, mode, size, failed) == ("main", "transaction", 4, 0)
+        assert acquired >= 4 and opened >= 1 and active == 1
+        routes = c.execute("SHOW riffq.routes").fetchall()
+        assert routes[0][0] == "all" and routes[0][1] == "upstream:main" and routes[0][2] >= 4
+        stats = dict(c.execute("SHOW riffq.stats").fetchall())
+        assert stats["sessions_started"] >= 1 and stats["sessions_pinned"] >= 1
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            c.execute("SHOW riffq.nothing")
