@@ -91,6 +91,12 @@ typedef struct RouteClient {
     const char *listen;             /* the listener's name: "host:port" or the socket path */
 } RouteClient;
 
+/* Whether plugin `plugin` registered table schema.name (schema NULL =
+ * "public").  Set by whoever runs the plugins; without it, plugin routes
+ * without conditions match nothing. */
+typedef int (*RoutePluginTables)(void *ctx, const char *plugin, const char *schema, const char *name);
+void route_table_set_plugin_tables(RouteTable *t, RoutePluginTables fn, void *ctx);
+
 /* Pick the route for a statement (st may be NULL when the table does not
  * need parsing, or for a statement libpg_query could not parse: then only
  * routes without statement-content conditions can match).  Returns the route

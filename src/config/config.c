@@ -1328,9 +1328,11 @@ static int parse_route(Loader *L, json_t *v, const Config *cfg, size_t index, Cf
     return 0;
 }
 
+/* A plugin route without conditions claims the tables its plugin registers
+ * (decided when the plugin is loaded), so it does not take everything. */
 static int matches_everything(const CfgRoute *r)
 {
-    return !r->tables.n && !r->schemas.n && !r->statement.n && !r->user.n && !r->database.n &&
+    return r->target != TARGET_PLUGIN && !r->tables.n && !r->schemas.n && !r->statement.n && !r->user.n && !r->database.n &&
            !r->application_name.n && !r->client.n && !r->listen.n && !r->regex;
 }
 

@@ -30,10 +30,13 @@ typedef struct CompiledRoute {
     Cidr *cidrs;
     size_t n_cidrs;
     uint64_t hits;
+    int claims_plugin_tables;   /* plugin route without conditions */
 } CompiledRoute;
 
 struct RouteTable {
     const Config *cfg;
+    RoutePluginTables plugin_tables;
+    void *plugin_ctx;
     CompiledRoute *routes;
     size_t n;
     int needs_parse;
@@ -100,8 +103,20 @@ RouteTable *route_table_new(const Config *cfg, char **errmsg)
             }
         }
         if (r->tables.n || r->schemas.n || r->statement.n || r->regex) t->needs_parse = 1;
+        if (r->target == TARGET_PLUGIN && !r->tables.n && !r->schemas.n && !r->statement.n &&
+            !r->user.n && !r->database.n && !r->application_name.n && !r->client.n &&
+            !r->listen.n && !r->regex) {
+            cr->claims_plugin_tables = 1;
+            t->needs_parse = 1;
+        }
     }
     return t;
+}
+
+void route_table_set_plugin_tables(RouteTable *t, RoutePluginTables fn, void *ctx)
+{
+    t->plugin_tables = fn;
+    t->plugin_ctx = ctx;
 }
 
 void route_table_free(RouteTable *t)
@@ -152,8 +167,11 @@ static int table_entry_matches(const char *entry, const RouteRel *rel)
     return strlen(schema) == sl && !strncasecmp(entry, schema, sl) && !strcasecmp(dot + 1, rel->name);
 }
 
-static int route_claims_rel(const CfgRoute *r, const RouteRel *rel)
+static int route_claims_rel(const RouteTable *t, const CompiledRoute *cr, const RouteRel *rel)
 {
+    const CfgRoute *r = cr->cfg;
+    if (cr->claims_plugin_tables)
+        return t->plugin_tables && t->plugin_tables(t->plugin_ctx, r->target_name, rel->schema, rel->name);
     for (size_t i = 0; i < r->tables.n; i++)
         if (table_entry_matches(r->tables.items[i], rel)) return 1;
     for (size_t i = 0; i < r->schemas.n; i++)
@@ -208,7 +226,8 @@ static int same_target(const CfgRoute *a, const CfgRoute *b)
 }
 
 /* Does route r hold for this client and statement?  Explains a failure in why. */
-static int route_holds(const CompiledRoute *cr, const RouteClient *c, const RouteStmt *st, Buf *why)
+static int route_holds(const RouteTable *t, const CompiledRoute *cr, const RouteClient *c,
+                       const RouteStmt *st, Buf *why)
 {
     const CfgRoute *r = cr->cfg;
 #define FAIL(...) do { if (why) { buf_printf(why, "  %s: no, ", r->name); buf_printf(why, __VA_ARGS__); buf_append_str(why, "\n"); } return 0; } while (0)
@@ -228,10 +247,12 @@ static int route_holds(const CompiledRoute *cr, const RouteClient *c, const Rout
         if (!in_list(&r->statement, route_kind_name(st->kind)))
             FAIL("statement kind %s is not listed", route_kind_name(st->kind));
     }
-    if (r->tables.n || r->schemas.n) {
+    if (r->tables.n || r->schemas.n || cr->claims_plugin_tables) {
         if (!st) FAIL("statement tables unknown (not parsed)");
         int any = 0;
-        for (size_t i = 0; i < st->n_rels && !any; i++) any = route_claims_rel(r, &st->rels[i]);
+        for (size_t i = 0; i < st->n_rels && !any; i++) any = route_claims_rel(t, cr, &st->rels[i]);
+        if (!any && cr->claims_plugin_tables)
+            FAIL("no table of plugin \"%s\" in the statement", r->target_name);
         if (!any) FAIL("no listed table or schema in the statement");
     }
     if (cr->has_re) {
@@ -247,14 +268,15 @@ int route_table_match(RouteTable *t, const RouteClient *c, const RouteStmt *st,
 {
     for (size_t i = 0; i < t->n; i++) {
         CompiledRoute *cr = &t->routes[i];
-        if (!route_holds(cr, c, st, why)) continue;
+        if (!route_holds(t, cr, c, st, why)) continue;
         /* the winner must not be joined with tables another route claims
          * for a different target (a reject sends nothing anywhere) */
         for (size_t k = 0; st && cr->cfg->target != TARGET_REJECT && k < st->n_rels; k++) {
             for (size_t j = 0; j < t->n; j++) {
                 const CfgRoute *o = t->routes[j].cfg;
-                if (j == i || same_target(o, cr->cfg) || !route_claims_rel(o, &st->rels[k])) continue;
-                if (route_claims_rel(cr->cfg, &st->rels[k])) continue;
+                if (j == i || same_target(o, cr->cfg) || !route_claims_rel(t, &t->routes[j], &st->rels[k]))
+                    continue;
+                if (route_claims_rel(t, cr, &st->rels[k])) continue;
                 char ta[160], tb[160];
                 rq_error_set(err, "0A000",
                              "statement mixes tables of route \"%s\" (%s) and route \"%s\" (%s)",

@@ -157,6 +157,12 @@ static char *openssl_error(void)
     return xstrdup(buf);
 }
 
+/* The route table asks which tables a plugin registered. */
+static int plugin_has_table(void *ctx, const char *plugin, const char *schema, const char *name)
+{
+    return plug_engine_table(ctx, plugin, schema ? schema : "public", name) != NULL;
+}
+
 static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, RqStats *stats, Config *cfg, char **errmsg)
 {
     CfgRef *r = xcalloc(1, sizeof *r);
@@ -171,6 +177,7 @@ static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, RqStats *stats, Co
         cref_release(r);
         return NULL;
     }
+    if (plugins) route_table_set_plugin_tables(r->env.routes, plugin_has_table, plugins);
     r->env.pools = xcalloc(cfg->n_upstreams ? cfg->n_upstreams : 1, sizeof *r->env.pools);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
         const CfgUpstream *u = &cfg->upstreams[i];

@@ -167,3 +167,24 @@ def test_plugin_inside_local_transaction(plugin_server):
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
         c.rollback()
         assert c.execute("SHOW application_name").fetchone() == ("",)
+
+
+def test_plugin_route_without_tables_claims_registered_ones(riffq_factory, short_tmp):
+    path = os.path.join(short_tmp, "auto.py")
+    with open(path, "w") as f:
+        f.write(TEST_PLUGIN)
+    port = harness.free_port()
+    srv = riffq_factory({
+        "listen": [{"host": "127.0.0.1", "port": port}],
+        "auth": {"method": "scram-sha-256", "users": {USER: PASSWORD}},
+        "plugins": {"t": {"module": path}},
+        "routes": [{"name": "auto", "to": "plugin:t"}, {"name": "local", "to": "local"}],
+    })
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        # "nums" is registered by the plugin, so the route without tables claims it
+        assert c.execute("SELECT * FROM nums WHERE n < %s", (4,)).fetchall() == [
+            (0, 0.0, "n0"), (1, 1.0, "n1"), (2, 2 ** 0.5, "n2"), (3, 3 ** 0.5, "n3")]
+        # anything else is not the plugin's
+        assert c.execute("SELECT version()").fetchone()[0].startswith("PostgreSQL 15.8 (riffq")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            c.execute("SELECT * FROM not_registered")

@@ -996,6 +996,13 @@ START_TEST(test_route_names_and_order)
                "t.json: routes[0]: route \"route[0]\" has no match conditions and takes every "
                "statement, so routes[1] (\"route[1]\") and any after it can never be chosen; "
                "give it a \"match\" or move it last");
+    /* a plugin route without conditions claims its plugin's tables, not
+     * every statement, so routes may follow it */
+    Config *pc = load("{'plugins': {'p': {'module': 'p.py'}},"
+                      " 'routes': [{'name': 'p', 'to': 'plugin:p'}, {'name': 'l', 'to': 'local'}]}");
+    ck_assert_uint_eq(pc->n_routes, 2);
+    ck_assert_int_eq(pc->routes[0].target, TARGET_PLUGIN);
+    cfg_free(pc);
     Config *c = load("{'routes': []}");
     ck_assert_uint_eq(c->n_routes, 0);
     cfg_free(c);

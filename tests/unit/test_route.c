@@ -333,6 +333,40 @@ START_TEST(plain_proxy_needs_no_parse)
 }
 END_TEST
 
+static int fake_plugin_tables(void *ctx, const char *plugin, const char *schema, const char *name)
+{
+    (void)ctx;
+    return !strcmp(plugin, "demo") && (!schema || !strcmp(schema, "public")) &&
+           (!strcmp(name, "sales") || !strcmp(name, "customers"));
+}
+
+START_TEST(plugin_route_claims_registered_tables)
+{
+    Config *cfg = load("{\"upstreams\": {\"m\": {\"conninfo\": \"host=x\"}},"
+                       " \"plugins\": {\"demo\": {\"module\": \"d.py\"}},"
+                       " \"routes\": [{\"name\": \"demo\", \"to\": \"plugin:demo\"},"
+                       "              {\"name\": \"rest\", \"to\": \"upstream:m\"}]}");
+    char *err = NULL;
+    RouteTable *t = route_table_new(cfg, &err);
+    ck_assert(route_table_needs_parse(t));
+    RqError e = {0};
+    RouteClient c = { .user = "u" };
+    /* without the plugin's tables known, the plugin route claims nothing */
+    ck_assert_int_eq(route_of(t, &c, "SELECT * FROM sales", &e), 1);
+    route_table_set_plugin_tables(t, fake_plugin_tables, NULL);
+    ck_assert_int_eq(route_of(t, &c, "SELECT * FROM sales", &e), 0);
+    ck_assert_int_eq(route_of(t, &c, "SELECT * FROM public.customers", &e), 0);
+    ck_assert_int_eq(route_of(t, &c, "SELECT * FROM other.sales", &e), 1);
+    ck_assert_int_eq(route_of(t, &c, "SELECT * FROM orders", &e), 1);
+    /* only claimed tables conflict: "orders" is claimed by no route, so the
+     * plugin route, which claims "sales", takes the join */
+    ck_assert_int_eq(route_of(t, &c, "SELECT * FROM orders JOIN sales ON true", &e), 0);
+    ck_assert(!rq_error_is_set(&e));
+    route_table_free(t);
+    cfg_free(cfg);
+}
+END_TEST
+
 START_TEST(no_match)
 {
     Config *cfg = load("{\"upstreams\": {\"m\": {\"conninfo\": \"host=x\"}},"
@@ -370,6 +404,7 @@ int main(void)
     tcase_add_test(tm, unparsed_statements_only_match_content_free_routes);
     tcase_add_test(tm, plain_proxy_needs_no_parse);
     tcase_add_test(tm, no_match);
+    tcase_add_test(tm, plugin_route_claims_registered_tables);
     suite_add_tcase(s, tm);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
