@@ -88,6 +88,9 @@ typedef void (*PlugReadyCb)(void *ud);
 typedef enum { PLUG_HOOK_CONNECT = 0, PLUG_HOOK_DISCONNECT } PlugHook;
 PlugQuery *plug_hook_start(PlugEngine *e, PlugHook hook, const PlugCtx *ctx,
                            PlugReadyCb cb, void *ud);
+/* Whether any loaded plugin defines the hook (so connections without hooks
+ * skip the worker round trip).  Loop thread only. */
+int plug_engine_has_hooks(PlugEngine *e, PlugHook hook);
 /* Synchronous forms: run the hooks on the calling thread, taking the GIL
  * there (so the caller blocks for as long as the hooks run).  Returns 0, or
  * -1 with err set (on_connect only). */

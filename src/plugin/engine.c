@@ -728,6 +728,17 @@ PlugQuery *plug_hook_start(PlugEngine *e, PlugHook hook, const PlugCtx *ctx,
     return q;
 }
 
+int plug_engine_has_hooks(PlugEngine *e, PlugHook hook)
+{
+    /* the list is only replaced on this (the loop) thread, and a NULL check
+     * of a function pointer needs no GIL */
+    for (size_t i = 0; i < e->n_plugins; i++) {
+        const PlugPlugin *p = e->plugins[i];
+        if (hook == PLUG_HOOK_CONNECT ? p->on_connect != NULL : p->on_disconnect != NULL) return 1;
+    }
+    return 0;
+}
+
 int plug_engine_on_connect(PlugEngine *e, const PlugCtx *ctx, RqError *err)
 {
     PyGILState_STATE g = PyGILState_Ensure();

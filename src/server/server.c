@@ -115,6 +115,7 @@ struct Conn {
     const AuthVerifier *verifier;   /* NULL for unknown users */
     AuthScram *scram;
     uint8_t md5_salt[4];
+    PlugQuery *hook;            /* on_connect hooks running before the session starts */
     WireStartup *startup;       /* kept between startup and authentication */
     uint8_t *startup_copy;      /* the bytes startup points into */
     Session *sess;
@@ -386,6 +387,14 @@ static void conn_release(Conn *c)
     if (c->next) c->next->prev = c->prev;
     srv->n_conns--;
     if (c->counted) srv->n_clients--;
+    if (c->hook) plug_query_free(c->hook);
+    c->hook = NULL;
+    if (c->sess && srv->plugins && plug_engine_has_hooks(srv->plugins, PLUG_HOOK_DISCONNECT)) {
+        /* fire and forget: the job runs to the end after being freed */
+        PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = "",
+                        .route = "", .session_id = c->pid };
+        plug_query_free(plug_hook_start(srv->plugins, PLUG_HOOK_DISCONNECT, &ctx, NULL, NULL));
+    }
     sess_free(c->sess);
     c->sess = NULL;
     auth_scram_free(c->scram);
@@ -576,6 +585,55 @@ fail:
     log_debug("session %d: %s connected as %s to %s", c->pid, c->peer, c->user, c->database);
 }
 
+static const char *startup_value(const Conn *c, const char *key)
+{
+    for (size_t i = 0; c->startup && i < c->startup->n_params; i++)
+        if (!strcmp(c->startup->keys[i], key)) return c->startup->vals[i];
+    return NULL;
+}
+
+static void on_connect_hooks(void *ud)
+{
+    Conn *c = ud;
+    PlugState st = plug_query_state(c->hook);
+    if (st == PLUG_RUNNING || st == PLUG_COLUMNS) return;
+    if (st == PLUG_FAILED) {
+        /* a plugin refused the login */
+        const RqError *pe = plug_query_error(c->hook);
+        RqError e = {0};
+        rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "28000", "%s",
+                     pe && pe->message ? pe->message : "login rejected by a plugin");
+        if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
+        if (pe && pe->hint) rq_error_hint(&e, "%s", pe->hint);
+        plug_query_free(c->hook);
+        c->hook = NULL;
+        log_info("login of \"%s\" from %s rejected by a plugin: %s", c->user, c->peer, e.message);
+        conn_fail(c, &e);
+        return;
+    }
+    plug_query_free(c->hook);
+    c->hook = NULL;
+    c->waiting = 0;
+    start_session(c);
+    if (!c->closing) io_resume(c);
+}
+
+/* Authentication succeeded: run the plugins' on_connect hooks, if any,
+ * before the session starts (they may still refuse the login). */
+static void auth_done(Conn *c)
+{
+    PlugEngine *e = c->srv->plugins;
+    if (!e || !plug_engine_has_hooks(e, PLUG_HOOK_CONNECT)) {
+        start_session(c);
+        return;
+    }
+    const char *app = startup_value(c, "application_name");
+    PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = app ? app : "",
+                    .route = "", .session_id = c->pid };
+    c->waiting = 1;     /* input waits until the hooks have answered */
+    c->hook = plug_hook_start(e, PLUG_HOOK_CONNECT, &ctx, on_connect_hooks, c);
+}
+
 static void auth_failed(Conn *c)
 {
     RqError e = {0};
@@ -590,7 +648,7 @@ static void begin_auth(Conn *c)
     c->verifier = find_verifier(c->cref, c->user);
     CfgAuthMethod m = cfg->auth_method;
     if (m == AUTH_TRUST) {
-        start_session(c);
+        auth_done(c);
         return;
     }
     /* An MD5 login for a user stored as SCRAM is upgraded to SCRAM, as
@@ -649,7 +707,7 @@ static void handle_auth_message(Conn *c, uint8_t type, const uint8_t *body, size
             auth_failed(c);
             return;
         }
-        start_session(c);
+        auth_done(c);
         return;
     }
     Buf reply;
@@ -677,7 +735,7 @@ static void handle_auth_message(Conn *c, uint8_t type, const uint8_t *body, size
         wire_auth(&c->out, 12, reply.data, reply.len);
         auth_scram_free(c->scram);
         c->scram = NULL;
-        start_session(c);
+        auth_done(c);
     }
     buf_free(&reply);
 }

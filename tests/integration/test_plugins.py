@@ -188,3 +188,56 @@ def test_plugin_route_without_tables_claims_registered_ones(riffq_factory, short
         assert c.execute("SELECT version()").fetchone()[0].startswith("PostgreSQL 15.8 (riffq")
         with pytest.raises(psycopg.errors.UndefinedTable):
             c.execute("SELECT * FROM not_registered")
+
+
+HOOK_PLUGIN = '''
+import riffq
+
+seen = []
+
+@riffq.on_connect
+def check(ctx):
+    if ctx["user"] == "mallory":
+        raise riffq.Error("28000", "mallory may not log in", hint="ask an admin")
+    seen.append(("connect", ctx["user"], ctx["application_name"]))
+
+@riffq.on_disconnect
+def bye(ctx):
+    seen.append(("disconnect", ctx["user"], ""))
+
+riffq.register_table("public", "hook_log", [("event", "text"), ("user", "text"), ("app", "text")])
+
+@riffq.query_handler
+def handle(sql, params, ctx):
+    return list(seen), [("event", "text"), ("user", "text"), ("app", "text")]
+'''
+
+
+def test_connect_hooks_can_refuse_a_login(riffq_factory, short_tmp):
+    path = os.path.join(short_tmp, "hooks.py")
+    with open(path, "w") as f:
+        f.write(HOOK_PLUGIN)
+    port = harness.free_port()
+    srv = riffq_factory({
+        "listen": [{"host": "127.0.0.1", "port": port}],
+        "auth": {"method": "scram-sha-256", "users": {USER: PASSWORD, "mallory": "pw"}},
+        "plugins": {"h": {"module": path}},
+        "routes": [{"name": "h", "to": "plugin:h"}, {"name": "local", "to": "local"}],
+    })
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(srv.dsn(user="mallory", password="pw"))
+    assert "mallory may not log in" in str(e.value)
+    with psycopg.connect(srv.dsn(application_name="first"), autocommit=True):
+        pass
+    with psycopg.connect(srv.dsn(application_name="second"), autocommit=True) as c:
+        deadline = time.time() + 5
+        rows = []
+        while time.time() < deadline:
+            rows = c.execute("SELECT * FROM hook_log").fetchall()
+            if ("disconnect", USER, "") in rows:
+                break
+            time.sleep(0.05)
+        assert rows[0] == ("connect", USER, "first")
+        assert ("disconnect", USER, "") in rows
+        assert ("connect", USER, "second") in rows
+        assert not any(r[1] == "mallory" for r in rows)
