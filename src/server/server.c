@@ -43,7 +43,8 @@
 
 #define READ_BUF_SIZE (64 * 1024)
 #define WRITE_PAUSE_BYTES (1024 * 1024)
-#define EXTRA_CONNECTIONS 64    /* accepted beyond max_clients just to refuse them politely */
+#define EXTRA_CONNECTIONS 64
+#define LINGER_MS 5000          /* how long a closing connection may take to send its last bytes */    /* accepted beyond max_clients just to refuse them politely */
 
 /* A loaded configuration plus what the server derives from it. */
 typedef struct CfgRef {
@@ -101,6 +102,7 @@ struct Conn {
     Buf out;                    /* pending output (plaintext) */
     SSL *ssl;
     int handles_open;           /* handles still to be closed before freeing */
+    int handles_closing;        /* uv_close was called on both */
     int writes_pending;
     int closing;
     int counted;                /* counted in srv->n_clients */
@@ -262,6 +264,7 @@ static const AuthVerifier *find_verifier(const CfgRef *r, const char *user)
 static void resume_read(Conn *c);
 
 static void on_handle_closed(uv_handle_t *h);
+static void close_handles(Conn *c);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -272,7 +275,7 @@ static void on_write(uv_write_t *req, int status)
     c->writes_pending--;
     if (c->closing) {
         /* the fatal error or last reply is out: now the socket can go */
-        if (c->writes_pending == 0) uv_close(&c->h.handle, on_handle_closed);
+        if (c->writes_pending == 0) close_handles(c);
         return;
     }
     if (status < 0) {
@@ -302,7 +305,7 @@ static void write_raw(Conn *c, char *data, size_t len)
         free(data);
         free(w);
         if (!c->closing) conn_close(c);
-        else if (c->writes_pending == 0) uv_close(&c->h.handle, on_handle_closed);
+        else if (c->writes_pending == 0) close_handles(c);
     }
 }
 
@@ -407,6 +410,19 @@ static void conn_release(Conn *c)
     cref_release(c->cref);
 }
 
+static void close_handles(Conn *c)
+{
+    if (c->handles_closing) return;
+    c->handles_closing = 1;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close(&c->h.handle, on_handle_closed);   /* cancels writes still queued */
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    close_handles(t->data);
+}
+
 static void conn_close(Conn *c)
 {
     if (c->closing) return;
@@ -416,8 +432,13 @@ static void conn_close(Conn *c)
     if (c->ssl) SSL_free(c->ssl);
     c->ssl = NULL;
     conn_release(c);
-    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    if (c->writes_pending == 0) uv_close(&c->h.handle, on_handle_closed);
+    if (c->writes_pending == 0) {
+        close_handles(c);
+    } else {
+        /* let the last reply (often the error saying why) reach the client,
+         * but do not wait forever on one that stopped reading */
+        uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    }
 }
 
 /* ---- startup ---- */
