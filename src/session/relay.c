@@ -235,6 +235,7 @@ static void handle_server_msg(Session *s, uint8_t type, const uint8_t *msg, size
         emit_synth(s);
         return;
     case 'Z':
+        r->copy_in = 0;     /* whatever COPY ran is over, failed or not */
         if (total >= 6) s->xact = (char)msg[5];
         if (s->xact != 'I') {
             s->xact_target.kind = TARGET_UPSTREAM;

@@ -387,3 +387,17 @@ def test_gateway_views_answer_show(proxy, schema):
         assert stats["sessions_started"] >= 1 and stats["sessions_pinned"] >= 1
         with pytest.raises(psycopg.errors.UndefinedObject):
             c.execute("SHOW riffq.nothing")
+
+
+def test_failed_copy_in_leaves_the_connection_usable(proxy, schema):
+    srv = proxy(pool_size=1)
+    with psycopg.connect(srv.dsn(), autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS copy_bad")
+        c.execute("CREATE TABLE copy_bad (a int)")
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            with c.cursor().copy("COPY copy_bad FROM STDIN") as cp:
+                cp.write(b"1\nnot a number\n3\n")
+        assert c.execute("SELECT count(*) FROM copy_bad").fetchone() == (0,)
+    # the single pooled server went back to the pool in a clean state
+    with psycopg.connect(srv.dsn(), autocommit=True) as c2:
+        assert c2.execute("SELECT 42").fetchone() == (42,)
