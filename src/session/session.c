@@ -1251,6 +1251,7 @@ static SessStatus handle_execute(Session *s, const uint8_t *body, size_t len, Rq
         return SESS_OK;
     }
     if (p->ps->target.kind == TARGET_PLUGIN && p->ps->parse.n) {
+        if (relay_busy(s)) return wait_for_relay(s);
         if (s->xact == 'E') {
             rq_error_set(err, "25P02",
                          "current transaction is aborted, commands ignored until end of transaction block");

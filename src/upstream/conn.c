@@ -658,6 +658,10 @@ static void read_some(UpConn *c)
         ssize_t n = raw_recv(c, buf, sizeof buf);
         if (n <= 0) return;
         deliver(c, buf, (size_t)n);
+        /* a short plain read drained the socket: asking again would only
+         * cost a recv that says EAGAIN (the poll is level-triggered, so
+         * anything arriving later wakes us anyway) */
+        if (!c->ssl && (size_t)n < sizeof buf) return;
     }
 }
 
