@@ -76,6 +76,10 @@ typedef struct Config {
 
     CfgAuthMethod auth_method;  /* default trust */
     CfgUser *users; size_t n_users;
+    /* auth.auth_query: users not in `users` are looked up on this upstream
+     * with this query ($1 = user name; the second column is the verifier) */
+    char *auth_query_upstream;  /* NULL = no lookup */
+    char *auth_query;
 
     CfgUpstream *upstreams; size_t n_upstreams;
     CfgPlugin *plugins; size_t n_plugins;

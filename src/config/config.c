@@ -821,7 +821,9 @@ static int parse_tls(Loader *L, json_t *v, Config *cfg)
 /* ------------------------------------------------------------------ */
 /* auth                                                                */
 
-static const char *const auth_keys[] = { "method", "users", NULL };
+static const char *const auth_keys[] = { "method", "users", "auth_query", NULL };
+static const char *const auth_query_keys[] = { "upstream", "query", NULL };
+#define DEFAULT_AUTH_QUERY "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1"
 /* Same order as CfgAuthMethod. */
 static const char *const auth_methods[] = { "trust", "password", "md5", "scram-sha-256", NULL };
 
@@ -922,8 +924,26 @@ static int parse_auth(Loader *L, json_t *v, Config *cfg)
         path_pop(L, m);
         if (rc < 0) return -1;
     }
-    if (cfg->auth_method != AUTH_TRUST && cfg->n_users == 0)
-        return fail(L, "method \"%s\" needs at least one user in \"users\"",
+    json_t *aq = json_object_get(v, "auth_query");
+    if (aq) {
+        size_t m = path_key(L, "auth_query");
+        int rc = check_object(L, aq, "{\"upstream\": NAME, \"query\": SQL}");
+        json_t *dummy;
+        if (rc == 0) rc = check_keys(L, aq, auth_query_keys);
+        if (rc == 0) rc = require_key(L, aq, "upstream", &dummy);
+        if (rc == 0) rc = opt_string(L, aq, "upstream", PLAIN, &cfg->auth_query_upstream);
+        if (rc == 0) rc = opt_string(L, aq, "query", PLAIN, &cfg->auth_query);
+        if (rc == 0 && !cfg_find_upstream(cfg, cfg->auth_query_upstream)) {
+            size_t m2 = path_key(L, "upstream");
+            rc = fail(L, "no upstream named \"%s\" in \"upstreams\"", cfg->auth_query_upstream);
+            path_pop(L, m2);
+        }
+        path_pop(L, m);
+        if (rc < 0) return -1;
+        if (!cfg->auth_query) cfg->auth_query = xstrdup(DEFAULT_AUTH_QUERY);
+    }
+    if (cfg->auth_method != AUTH_TRUST && cfg->n_users == 0 && !cfg->auth_query_upstream)
+        return fail(L, "method \"%s\" needs at least one user in \"users\", or \"auth_query\"",
                     auth_methods[method]);
     return 0;
 }
@@ -1424,8 +1444,9 @@ static int parse_root(Loader *L, json_t *root, Config *cfg)
     if (with_key(L, root, "listen", parse_listen, cfg, &has_listen) < 0) return -1;
     if (!has_listen) default_listen(cfg);
     if (with_key(L, root, "tls", parse_tls, cfg, NULL) < 0) return -1;
-    if (with_key(L, root, "auth", parse_auth, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "upstreams", parse_upstreams, cfg, NULL) < 0) return -1;
+    /* after upstreams: auth_query names one */
+    if (with_key(L, root, "auth", parse_auth, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "plugins", parse_plugins, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "limits", parse_limits, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "server_version", parse_server_version, cfg, NULL) < 0) return -1;
@@ -1525,6 +1546,8 @@ void cfg_free(Config *cfg)
     free(cfg->listen);
     free(cfg->tls_cert);
     free(cfg->tls_key);
+    free(cfg->auth_query_upstream);
+    free(cfg->auth_query);
     for (size_t i = 0; i < cfg->n_users; i++) {
         free(cfg->users[i].name);
         if (cfg->users[i].secret) {

@@ -118,6 +118,13 @@ struct Conn {
     AuthScram *scram;
     uint8_t md5_salt[4];
     PlugQuery *hook;            /* on_connect hooks running before the session starts */
+    /* auth_query: looking the user's verifier up on an upstream */
+    UpWait *aq_wait;
+    UpConn *aq_conn;
+    Buf aq_in;                  /* partial server message */
+    int aq_done;                /* lookup finished (verifier found or not) */
+    int aq_found;
+    AuthVerifier aq_verifier;
     WireStartup *startup;       /* kept between startup and authentication */
     uint8_t *startup_copy;      /* the bytes startup points into */
     Session *sess;
@@ -134,6 +141,13 @@ static void conn_flush(Conn *c);
 static void conn_process(Conn *c, const uint8_t *data, size_t len);
 
 /* ---- configuration references ---- */
+
+static int index_of_upstream(const Config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_upstreams; i++)
+        if (!strcmp(cfg->upstreams[i].name, name)) return (int)i;
+    return 0;
+}
 
 static void cref_release(CfgRef *r)
 {
@@ -265,6 +279,7 @@ static void resume_read(Conn *c);
 
 static void on_handle_closed(uv_handle_t *h);
 static void close_handles(Conn *c);
+static void aq_finish(Conn *c, int reusable);
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -392,6 +407,9 @@ static void conn_release(Conn *c)
     if (c->counted) srv->n_clients--;
     if (c->hook) plug_query_free(c->hook);
     c->hook = NULL;
+    aq_finish(c, 0);
+    if (c->aq_found) auth_verifier_free(&c->aq_verifier);
+    c->aq_found = 0;
     if (c->sess && srv->plugins && plug_engine_has_hooks(srv->plugins, PLUG_HOOK_DISCONNECT)) {
         /* fire and forget: the job runs to the end after being freed */
         PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = "",
@@ -663,10 +681,141 @@ static void auth_failed(Conn *c)
     conn_fail(c, &e);
 }
 
+/* ---- auth_query: verifiers Postgres already holds ---- */
+
+static void begin_auth(Conn *c);
+
+/* Give the lookup connection back (reusable only at ReadyForQuery 'I'). */
+static void aq_finish(Conn *c, int reusable)
+{
+    if (c->aq_wait) up_wait_cancel(c->aq_wait);
+    c->aq_wait = NULL;
+    if (c->aq_conn) {
+        up_conn_detach(c->aq_conn);
+        int up = index_of_upstream(c->cref->cfg, c->cref->cfg->auth_query_upstream);
+        up_pool_release(c->cref->env.pools[up], c->aq_conn, reusable);
+    }
+    c->aq_conn = NULL;
+    buf_free(&c->aq_in);
+}
+
+static void aq_failed(Conn *c, const char *why)
+{
+    RqError e = {0};
+    aq_finish(c, 0);
+    log_warn("auth_query for user \"%s\" failed: %s", c->user, why);
+    rq_error_set(&e, "08006", "could not look up user \"%s\" for authentication", c->user);
+    conn_fail(c, &e);
+}
+
+static void aq_row(Conn *c, const uint8_t *body, size_t len)
+{
+    WireReader r;
+    wire_reader_init(&r, body, len);
+    int16_t ncols = wire_get_i16(&r);
+    if (ncols < 2 || c->aq_found) return;
+    int32_t l0 = wire_get_i32(&r);
+    if (l0 > 0) wire_get_bytes(&r, (size_t)l0);
+    int32_t l1 = wire_get_i32(&r);
+    if (l1 <= 0 || r.err) return;
+    const uint8_t *v = wire_get_bytes(&r, (size_t)l1);
+    if (!v) return;
+    char *secret = xstrndup((const char *)v, (size_t)l1);
+    char *err = NULL;
+    if (auth_verifier_parse(secret, &c->aq_verifier, &err) == 0) c->aq_found = 1;
+    else log_warn("auth_query: unusable verifier for user \"%s\": %s", c->user, err ? err : "?");
+    free(err);
+    free(secret);
+}
+
+static void on_aq_data(void *ud, const uint8_t *data, size_t len)
+{
+    Conn *c = ud;
+    RqError err = {0};
+    buf_append(&c->aq_in, data, len);
+    size_t off = 0;
+    for (;;) {
+        uint8_t type;
+        const uint8_t *body;
+        size_t blen, total;
+        int rc = wire_frame((const uint8_t *)c->aq_in.data + off, c->aq_in.len - off, 1 << 20,
+                            &type, &body, &blen, &total, &err);
+        if (rc < 0) {
+            rq_error_free(&err);
+            aq_failed(c, "invalid message from the upstream");
+            return;
+        }
+        if (rc == 0) break;
+        off += total;
+        if (type == 'D') aq_row(c, body, blen);
+        else if (type == 'E') log_warn("auth_query for user \"%s\": the upstream reported an error", c->user);
+        else if (type == 'Z') {
+            aq_finish(c, blen == 1 && body[0] == 'I');
+            c->aq_done = 1;
+            c->waiting = 0;
+            begin_auth(c);
+            conn_flush(c);
+            return;
+        }
+    }
+    buf_consume(&c->aq_in, off);
+}
+
+static void on_aq_error(void *ud, RqError *err)
+{
+    aq_failed(ud, err->message ? err->message : "connection lost");
+}
+
+static void on_aq_acquired(void *ud, UpConn *conn, RqError *err)
+{
+    Conn *c = ud;
+    c->aq_wait = NULL;
+    if (!conn) {
+        aq_failed(c, err && err->message ? err->message : "no server connection");
+        return;
+    }
+    c->aq_conn = conn;
+    UpConnCb cb = { .ud = c, .on_data = on_aq_data, .on_error = on_aq_error };
+    up_conn_attach(conn, &cb);
+    /* Parse/Bind/Execute/Sync: the user name travels as a parameter, never
+     * spliced into SQL */
+    Buf m;
+    buf_init(&m);
+    size_t o = wire_begin(&m, 'P');
+    buf_append_cstr(&m, "");
+    buf_append_cstr(&m, c->cref->cfg->auth_query);
+    buf_append_u16(&m, 0);
+    wire_end(&m, o);
+    o = wire_begin(&m, 'B');
+    buf_append_cstr(&m, "");
+    buf_append_cstr(&m, "");
+    buf_append_u16(&m, 0);
+    buf_append_u16(&m, 1);
+    buf_append_u32(&m, (uint32_t)strlen(c->user));
+    buf_append_str(&m, c->user);
+    buf_append_u16(&m, 0);
+    wire_end(&m, o);
+    o = wire_begin(&m, 'E');
+    buf_append_cstr(&m, "");
+    buf_append_u32(&m, 0);
+    wire_end(&m, o);
+    wire_simple(&m, 'S');
+    up_conn_send(conn, m.data, m.len);
+    buf_free(&m);
+}
+
 static void begin_auth(Conn *c)
 {
     const Config *cfg = c->cref->cfg;
     c->verifier = find_verifier(c->cref, c->user);
+    if (!c->verifier && c->aq_found) c->verifier = &c->aq_verifier;
+    if (!c->verifier && cfg->auth_method != AUTH_TRUST && cfg->auth_query_upstream && !c->aq_done) {
+        /* not in the route file: ask the upstream, then come back here */
+        int up = index_of_upstream(cfg, cfg->auth_query_upstream);
+        c->waiting = 1;
+        c->aq_wait = up_pool_acquire(c->cref->env.pools[up], NULL, NULL, on_aq_acquired, c);
+        return;
+    }
     CfgAuthMethod m = cfg->auth_method;
     if (m == AUTH_TRUST) {
         auth_done(c);

@@ -401,3 +401,23 @@ def test_failed_copy_in_leaves_the_connection_usable(proxy, schema):
     # the single pooled server went back to the pool in a clean state
     with psycopg.connect(srv.dsn(), autocommit=True) as c2:
         assert c2.execute("SELECT 42").fetchone() == (42,)
+
+
+def test_auth_query_uses_verifiers_postgres_holds(riffq_factory, pg_cluster, schema):
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as c:
+        c.execute("DROP ROLE IF EXISTS pgalice")
+        c.execute("CREATE ROLE pgalice LOGIN PASSWORD 'pw-secret'")   # stored as SCRAM
+    port = harness.free_port()
+    cfg = proxy_config(port, pg_cluster.dsn())
+    cfg["auth"] = {"method": "scram-sha-256", "auth_query": {"upstream": "main"}}
+    srv = riffq_factory(cfg)
+    with psycopg.connect(srv.dsn(user="pgalice", password="pw-secret"), autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM items").fetchone() == (100,)
+    for user, password in (("pgalice", "wrong"), ("nobody", "pw-secret")):
+        with pytest.raises(psycopg.OperationalError) as e:
+            psycopg.connect(srv.dsn(user=user, password=password))
+        assert 'password authentication failed for user "%s"' % user in str(e.value)
+    # the lookups did not use up the pool
+    with psycopg.connect(srv.dsn(user="pgalice", password="pw-secret"), autocommit=True) as c:
+        pools = c.execute("SHOW riffq.pools").fetchall()
+        assert pools[0][3] == 0 or pools[0][3] == 1     # active: at most this session's

@@ -775,9 +775,22 @@ START_TEST(test_auth_errors)
                "t.json: auth.method: unknown value \"scram-sha256\" (did you mean "
                "\"scram-sha-256\"?)");
     ASSERT_ERR("{'auth': {'method': 'scram-sha-256'}}",
-               "t.json: auth: method \"scram-sha-256\" needs at least one user in \"users\"");
+               "t.json: auth: method \"scram-sha-256\" needs at least one user in \"users\", "
+               "or \"auth_query\"");
     ASSERT_ERR("{'auth': {'method': 'md5', 'users': {'comment': 'only a comment'}}}",
-               "t.json: auth: method \"md5\" needs at least one user in \"users\"");
+               "t.json: auth: method \"md5\" needs at least one user in \"users\", or \"auth_query\"");
+    ASSERT_ERR("{'auth': {'method': 'md5', 'auth_query': {'upstream': 'nope'}}}",
+               "t.json: auth.auth_query.upstream: no upstream named \"nope\" in \"upstreams\"");
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'host=x'}},"
+               " 'auth': {'method': 'md5', 'auth_query': {'upstream': 'm', 'sql': 'x'}}}",
+               "t.json: auth.auth_query: unknown key \"sql\" (expected one of: upstream, query)");
+    {
+        Config *aq = load("{'upstreams': {'m': {'conninfo': 'host=x'}},"
+                          " 'auth': {'method': 'scram-sha-256', 'auth_query': {'upstream': 'm'}}}");
+        ck_assert_str_eq(aq->auth_query_upstream, "m");
+        ck_assert_str_eq(aq->auth_query, "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1");
+        cfg_free(aq);
+    }
     ASSERT_ERR("{'auth': {'users': {'a': 'b'}}}",
                "t.json: auth: missing required key \"method\"");
     ASSERT_ERR("{'auth': {'method': 'md5', 'users': ['a']}}",
