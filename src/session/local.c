@@ -520,11 +520,9 @@ static int run_show(LocalCtx *ctx, const RouteStmt *st, Eval *ev, RqResult *out,
 int local_run(LocalCtx *ctx, const RouteStmt *st, const char *const *params, uint16_t n_params,
               const uint32_t *param_types, RqResult *out, RqError *err)
 {
+    /* describe-only calls pass params == NULL: columns, no rows, no side effects */
     Eval ev = { .ctx = ctx, .params = params, .n_params = n_params,
-                .param_types = param_types, .describe = params == NULL && n_params > 0 };
-    /* describe-only calls pass params == NULL; a statement without
-     * parameters is cheap and side-effect free to describe by evaluating */
-    if (params == NULL) ev.describe = 1;
+                .param_types = param_types, .describe = params == NULL };
     switch (st->kind) {
     case STMT_SELECT:
         return run_select(ctx, st, &ev, out, err);
