@@ -11,6 +11,7 @@
 #include <string.h>
 #include <pg_query.h>
 #include "riffq/buf.h"
+#include "riffq/hash.h"
 #include "riffq/route.h"
 
 static const char *kind_names[STMT_KIND_COUNT] = {
@@ -319,18 +320,6 @@ typedef struct CacheSlot {
 static __thread CacheSlot *cache;
 static __thread uint64_t cache_hits, cache_misses;
 
-static uint64_t text_hash(const char *s, size_t *len)
-{
-    uint64_t h = 1469598103934665603ULL;
-    const char *p = s;
-    for (; *p; p++) {
-        h ^= (unsigned char)*p;
-        h *= 1099511628211ULL;
-    }
-    *len = (size_t)(p - s);
-    return h;
-}
-
 static void share(const RouteParse *from, RouteParse *to)
 {
     *to = *from;
@@ -340,7 +329,7 @@ static void share(const RouteParse *from, RouteParse *to)
 int route_parse(const char *sql, RouteParse *out, RqError *err)
 {
     size_t len;
-    uint64_t h = text_hash(sql, &len);
+    uint64_t h = rq_hash_str(RQ_HASH_INIT, sql, &len);
     if (len > CACHE_MAX_TEXT) return parse_uncached(sql, out, err);
     if (!cache) cache = xcalloc(CACHE_SLOTS, sizeof *cache);
     CacheSlot *slot = &cache[h % CACHE_SLOTS];

@@ -142,13 +142,6 @@ static void conn_process(Conn *c, const uint8_t *data, size_t len);
 
 /* ---- configuration references ---- */
 
-static int index_of_upstream(const Config *cfg, const char *name)
-{
-    for (size_t i = 0; name && i < cfg->n_upstreams; i++)
-        if (!strcmp(cfg->upstreams[i].name, name)) return (int)i;
-    return 0;
-}
-
 static void cref_release(CfgRef *r)
 {
     if (!r || --r->refs > 0) return;
@@ -685,6 +678,13 @@ static void auth_failed(Conn *c)
 
 static void begin_auth(Conn *c);
 
+/* The pool of the upstream auth_query names (the loader checked it exists). */
+static UpPool *auth_query_pool(const CfgRef *r)
+{
+    const Config *cfg = r->cfg;
+    return r->env.pools[cfg_find_upstream(cfg, cfg->auth_query_upstream) - cfg->upstreams];
+}
+
 /* Give the lookup connection back (reusable only at ReadyForQuery 'I'). */
 static void aq_finish(Conn *c, int reusable)
 {
@@ -692,8 +692,7 @@ static void aq_finish(Conn *c, int reusable)
     c->aq_wait = NULL;
     if (c->aq_conn) {
         up_conn_detach(c->aq_conn);
-        int up = index_of_upstream(c->cref->cfg, c->cref->cfg->auth_query_upstream);
-        up_pool_release(c->cref->env.pools[up], c->aq_conn, reusable);
+        up_pool_release(auth_query_pool(c->cref), c->aq_conn, reusable);
     }
     c->aq_conn = NULL;
     buf_free(&c->aq_in);
@@ -811,9 +810,8 @@ static void begin_auth(Conn *c)
     if (!c->verifier && c->aq_found) c->verifier = &c->aq_verifier;
     if (!c->verifier && cfg->auth_method != AUTH_TRUST && cfg->auth_query_upstream && !c->aq_done) {
         /* not in the route file: ask the upstream, then come back here */
-        int up = index_of_upstream(cfg, cfg->auth_query_upstream);
         c->waiting = 1;
-        c->aq_wait = up_pool_acquire(c->cref->env.pools[up], NULL, NULL, on_aq_acquired, c);
+        c->aq_wait = up_pool_acquire(auth_query_pool(c->cref), NULL, NULL, on_aq_acquired, c);
         return;
     }
     CfgAuthMethod m = cfg->auth_method;

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <strings.h>
 #include <string.h>
+#include "riffq/hash.h"
 #include "riffq/log.h"
 #include "riffq/wire.h"
 #include "session_int.h"
@@ -573,14 +574,10 @@ void relay_flush_server(Session *s)
 static uint64_t settings_hash(const Session *s)
 {
     if (s->n_up == 0) return 0;
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = RQ_HASH_INIT;
     for (size_t i = 0; i < s->n_up; i++) {
-        for (const unsigned char *p = (const unsigned char *)s->up_sets[i]; *p; p++) {
-            h ^= *p;
-            h *= 1099511628211ULL;
-        }
-        h ^= ';';
-        h *= 1099511628211ULL;
+        h = rq_hash_str(h, s->up_sets[i], NULL);
+        h = rq_hash_bytes(h, ";", 1);
     }
     return h ? h : 1;
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <uv.h>
 #include <string.h>
+#include "riffq/hash.h"
 #include "riffq/log.h"
 #include "riffq/pgtypes.h"
 #include "riffq/result.h"
@@ -30,6 +31,12 @@
 #include "settings.h"
 
 /* ---- helpers ---- */
+
+static void aborted_error(RqError *err)
+{
+    rq_error_set(err, "25P02",
+                 "current transaction is aborted, commands ignored until end of transaction block");
+}
 
 static void send_error(Session *s, RqError *err)
 {
@@ -290,8 +297,7 @@ static int exec_stmt(Session *s, const RouteStmt *st, const char *sql,
                      RqResult *res, RqError *err)
 {
     if (s->xact == 'E' && !xact_allowed_when_failed(st)) {
-        rq_error_set(err, "25P02",
-                     "current transaction is aborted, commands ignored until end of transaction block");
+        aborted_error(err);
         return -1;
     }
     if (st->kind == STMT_TRANSACTION) return run_xact(s, st, res, err);
@@ -322,20 +328,6 @@ static void complete(Session *s, const RqResult *res, size_t rows)
 
 /* ---- routing ---- */
 
-static int index_of_upstream(const Config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->n_upstreams; i++)
-        if (!strcmp(cfg->upstreams[i].name, name)) return (int)i;
-    return -1;
-}
-
-static int index_of_plugin(const Config *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->n_plugins; i++)
-        if (!strcmp(cfg->plugins[i].name, name)) return (int)i;
-    return -1;
-}
-
 /* Pick the target of a statement (st NULL: not parsed). */
 static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
 {
@@ -354,8 +346,11 @@ static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
     const CfgRoute *r = route_table_route(rt, idx);
     t->route = idx;
     t->kind = r->target;
-    if (r->target == TARGET_UPSTREAM) t->index = index_of_upstream(s->cfg, r->target_name);
-    else if (r->target == TARGET_PLUGIN) t->index = index_of_plugin(s->cfg, r->target_name);
+    /* the loader checked that the named upstream or plugin exists */
+    if (r->target == TARGET_UPSTREAM)
+        t->index = (int)(cfg_find_upstream(s->cfg, r->target_name) - s->cfg->upstreams);
+    else if (r->target == TARGET_PLUGIN)
+        t->index = (int)(cfg_find_plugin(s->cfg, r->target_name) - s->cfg->plugins);
     if (r->target == TARGET_REJECT) {
         rq_error_set(err, r->sqlstate[0] ? r->sqlstate : "42501", "%s",
                      r->message ? r->message : "statement rejected by the route file");
@@ -909,17 +904,8 @@ static void plug_infer_types(Session *s, Prepared *p)
  * so pooled connections share prepared statements between clients. */
 static void statement_hash_name(const char *sql, const uint32_t *types, uint16_t n, char out[24])
 {
-    uint64_t h = 1469598103934665603ULL;  /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)sql; *p; p++) {
-        h ^= *p;
-        h *= 1099511628211ULL;
-    }
-    for (uint16_t i = 0; i < n; i++) {
-        for (int b = 0; b < 4; b++) {
-            h ^= (types[i] >> (8 * b)) & 0xff;
-            h *= 1099511628211ULL;
-        }
-    }
+    uint64_t h = rq_hash_str(RQ_HASH_INIT, sql, NULL);
+    h = rq_hash_bytes(h, types, (size_t)n * sizeof *types);
     snprintf(out, 24, "rq%016llx", (unsigned long long)h);
 }
 
@@ -1001,8 +987,7 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
     }
     const RouteStmt *st = p->parse.n ? &p->parse.stmts[0] : NULL;
     if (s->xact == 'E' && !(st && xact_allowed_when_failed(st))) {
-        rq_error_set(err, "25P02",
-                     "current transaction is aborted, commands ignored until end of transaction block");
+        aborted_error(err);
         goto fail;
     }
     if (st && t.kind != TARGET_PLUGIN && !stmt_answerable(s, st, p->sql, err)) goto fail;
@@ -1036,8 +1021,7 @@ static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
         return -1;
     }
     if (s->xact == 'E' && !(ps->parse.n && xact_allowed_when_failed(&ps->parse.stmts[0]))) {
-        rq_error_set(err, "25P02",
-                     "current transaction is aborted, commands ignored until end of transaction block");
+        aborted_error(err);
         return -1;
     }
     if (m->portal[0] && find_portal(s, m->portal)) {
@@ -1216,8 +1200,7 @@ static int execute_local(Session *s, Portal *p, int32_t max_rows, RqError *err)
         p->ran = 1;
         if (rq_result_check_formats(&p->res, p->formats, p->n_formats, err) < 0) return -1;
     } else if (s->xact == 'E') {
-        rq_error_set(err, "25P02",
-                     "current transaction is aborted, commands ignored until end of transaction block");
+        aborted_error(err);
         return -1;
     }
     if (!p->res.returns_rows) {
@@ -1253,8 +1236,7 @@ static SessStatus handle_execute(Session *s, const uint8_t *body, size_t len, Rq
     if (p->ps->target.kind == TARGET_PLUGIN && p->ps->parse.n) {
         if (relay_busy(s)) return wait_for_relay(s);
         if (s->xact == 'E') {
-            rq_error_set(err, "25P02",
-                         "current transaction is aborted, commands ignored until end of transaction block");
+            aborted_error(err);
             return SESS_OK;
         }
         return plug_execute(s, p, m.max_rows);
