@@ -885,25 +885,42 @@ static int parse_user(Loader *L, const char *key, json_t *v, CfgAuthMethod metho
     return check_secret(L, method, out->secret);
 }
 
-static int parse_users(Loader *L, json_t *v, CfgAuthMethod method, Config *cfg)
+/* A JSON object from names to entries, "comment" keys aside: fn parses each
+ * entry with the JSON path pointing at it. */
+typedef int (*MapEntry)(Loader *L, const char *name, json_t *v, void *ctx);
+
+static int parse_map(Loader *L, json_t *v, const char *what, MapEntry fn, void *ctx)
 {
-    if (check_object(L, v, "a map of user name to password or verifier") < 0) return -1;
-    cfg->users = xcalloc(json_object_size(v), sizeof *cfg->users);
+    if (check_object(L, v, what) < 0) return -1;
     const char *key;
     json_t *val;
     json_object_foreach(v, key, val) {
         size_t m = path_key(L, key);
-        int rc;
-        if (strcmp(key, COMMENT_KEY) == 0) {
-            rc = check_comment(L, val);
-        } else {
-            cfg->n_users++;
-            rc = parse_user(L, key, val, method, cfg, &cfg->users[cfg->n_users - 1]);
-        }
+        int rc = strcmp(key, COMMENT_KEY) == 0 ? check_comment(L, val) : fn(L, key, val, ctx);
         path_pop(L, m);
         if (rc < 0) return -1;
     }
     return 0;
+}
+
+typedef struct UsersCtx {
+    CfgAuthMethod method;
+    Config *cfg;
+} UsersCtx;
+
+static int user_entry(Loader *L, const char *name, json_t *v, void *ctx)
+{
+    UsersCtx *u = ctx;
+    Config *cfg = u->cfg;
+    cfg->n_users++;
+    return parse_user(L, name, v, u->method, cfg, &cfg->users[cfg->n_users - 1]);
+}
+
+static int parse_users(Loader *L, json_t *v, CfgAuthMethod method, Config *cfg)
+{
+    UsersCtx u = { .method = method, .cfg = cfg };
+    cfg->users = xcalloc(json_is_object(v) ? json_object_size(v) : 0, sizeof *cfg->users);
+    return parse_map(L, v, "a map of user name to password or verifier", user_entry, &u);
 }
 
 static int parse_auth(Loader *L, json_t *v, Config *cfg)
@@ -1000,50 +1017,32 @@ static int check_map_name(Loader *L, const char *name)
     return fail(L, "a name must not be empty");
 }
 
+static int upstream_entry(Loader *L, const char *name, json_t *v, void *ctx)
+{
+    Config *cfg = ctx;
+    cfg->n_upstreams++;
+    if (check_map_name(L, name) < 0) return -1;
+    return parse_upstream(L, name, v, &cfg->upstreams[cfg->n_upstreams - 1]);
+}
+
 static int parse_upstreams(Loader *L, json_t *v, Config *cfg)
 {
-    if (check_object(L, v, "a map of upstream name to upstream") < 0) return -1;
-    cfg->upstreams = xcalloc(json_object_size(v), sizeof *cfg->upstreams);
-    const char *key;
-    json_t *val;
-    json_object_foreach(v, key, val) {
-        size_t m = path_key(L, key);
-        int rc;
-        if (strcmp(key, COMMENT_KEY) == 0) {
-            rc = check_comment(L, val);
-        } else {
-            cfg->n_upstreams++;
-            rc = check_map_name(L, key);
-            if (rc == 0)
-                rc = parse_upstream(L, key, val, &cfg->upstreams[cfg->n_upstreams - 1]);
-        }
-        path_pop(L, m);
-        if (rc < 0) return -1;
-    }
-    return 0;
+    cfg->upstreams = xcalloc(json_is_object(v) ? json_object_size(v) : 0, sizeof *cfg->upstreams);
+    return parse_map(L, v, "a map of upstream name to upstream", upstream_entry, cfg);
+}
+
+static int plugin_entry(Loader *L, const char *name, json_t *v, void *ctx)
+{
+    Config *cfg = ctx;
+    cfg->n_plugins++;
+    if (check_map_name(L, name) < 0) return -1;
+    return parse_plugin(L, name, v, cfg, &cfg->plugins[cfg->n_plugins - 1]);
 }
 
 static int parse_plugins(Loader *L, json_t *v, Config *cfg)
 {
-    if (check_object(L, v, "a map of plugin name to plugin") < 0) return -1;
-    cfg->plugins = xcalloc(json_object_size(v), sizeof *cfg->plugins);
-    const char *key;
-    json_t *val;
-    json_object_foreach(v, key, val) {
-        size_t m = path_key(L, key);
-        int rc;
-        if (strcmp(key, COMMENT_KEY) == 0) {
-            rc = check_comment(L, val);
-        } else {
-            cfg->n_plugins++;
-            rc = check_map_name(L, key);
-            if (rc == 0)
-                rc = parse_plugin(L, key, val, cfg, &cfg->plugins[cfg->n_plugins - 1]);
-        }
-        path_pop(L, m);
-        if (rc < 0) return -1;
-    }
-    return 0;
+    cfg->plugins = xcalloc(json_is_object(v) ? json_object_size(v) : 0, sizeof *cfg->plugins);
+    return parse_map(L, v, "a map of plugin name to plugin", plugin_entry, cfg);
 }
 
 /* ------------------------------------------------------------------ */
