@@ -467,6 +467,21 @@ static int32_t random_i32(void)
 
 /* "-c name=value" and "--name=value" items of the startup "options"
  * parameter, split on unescaped spaces as Postgres does. */
+/* The next blank-separated word of an options string into tok (a new Buf,
+ * NUL-terminated); a backslash makes the next character literal. */
+static void next_option_word(const char **pp, Buf *tok)
+{
+    const char *p = *pp;
+    buf_init(tok);
+    while (*p == ' ' || *p == '\t') p++;
+    while (*p && *p != ' ' && *p != '\t') {
+        if (*p == '\\' && p[1]) p++;
+        buf_append_byte(tok, (uint8_t)*p++);
+    }
+    buf_append_byte(tok, 0);
+    *pp = p;
+}
+
 static int parse_options(const char *opts, char ***keys, char ***vals, size_t *n)
 {
     const char *p = opts;
@@ -474,22 +489,11 @@ static int parse_options(const char *opts, char ***keys, char ***vals, size_t *n
         while (*p == ' ' || *p == '\t') p++;
         if (!*p) break;
         Buf tok;
-        buf_init(&tok);
-        while (*p && *p != ' ' && *p != '\t') {
-            if (*p == '\\' && p[1]) p++;
-            buf_append_byte(&tok, (uint8_t)*p++);
-        }
-        buf_append_byte(&tok, 0);
+        next_option_word(&p, &tok);
         const char *t = tok.data;
         if (!strcmp(t, "-c")) {
             buf_free(&tok);
-            while (*p == ' ' || *p == '\t') p++;
-            buf_init(&tok);
-            while (*p && *p != ' ' && *p != '\t') {
-                if (*p == '\\' && p[1]) p++;
-                buf_append_byte(&tok, (uint8_t)*p++);
-            }
-            buf_append_byte(&tok, 0);
+            next_option_word(&p, &tok);
             t = tok.data;
         } else if (!strncmp(t, "--", 2)) {
             t += 2;
