@@ -19,7 +19,10 @@ VERSION  := 0.1.0
 CFLAGS   += -DRIFFQ_VERSION='"$(VERSION)"'
 
 LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# Python sources of the riffq module, compiled in as byte arrays
+PY_SRC   := $(shell find src -name '*.py' | sort)
+PY_GEN   := $(PY_SRC:%.py=$(BUILD)/gen/%_py.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PY_GEN:%.c=%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ITEST_C  := $(sort $(wildcard tests/integration/*.c))
@@ -36,6 +39,18 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# src/x/name.py -> const char riffq_py_name[] (NUL-terminated); od is in
+# coreutils, so this needs nothing beyond the base system
+$(BUILD)/gen/%_py.c: %.py
+	@mkdir -p $(dir $@)
+	@{ echo '/* generated from $< */'; \
+	   echo 'const char riffq_py_$(notdir $*)[] = {'; \
+	   od -An -v -tx1 $< | sed -e 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; \
+	   echo '0};'; } > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/%_py.o: $(BUILD)/gen/%_py.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
 $(BUILD)/libriffq.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -50,6 +65,30 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libriffq.a
 $(BUILD)/tests/%: tests/integration/%.c $(BUILD)/libriffq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -o $@ $< $(BUILD)/libriffq.a $(LDFLAGS) $(LDLIBS) $(CHECK_LIBS)
+
+# The importable module: the same sources, position independent, linked
+# without libpython (the interpreter that imports it provides the symbols;
+# Debian's python3 has libpython built in, so linking it would load a second
+# copy).
+PY_EXT_SUFFIX := $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
+PY_MODULE := $(BUILD)/python/riffq$(PY_EXT_SUFFIX)
+PIC_OBJ   := $(LIB_SRC:%.c=$(BUILD)/pic/%.o) $(PY_GEN:$(BUILD)/gen/%.c=$(BUILD)/pic/gen/%.o)
+EXT_LIBS  := $(shell pkg-config --libs libuv openssl libpq jansson sqlite3 2>/dev/null) -lpg_query -lpthread -lm
+
+.PHONY: python
+python: $(PY_MODULE)
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c $< -o $@
+
+$(BUILD)/pic/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(PY_MODULE): $(PIC_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $^ $(LDFLAGS) $(EXT_LIBS)
 
 RIFFQ_PORT     ?= 5433
 RIFFQ_USER     ?= riffq
@@ -74,12 +113,13 @@ run-built: $(BUILD)/riffq
 test: deps
 	@$(MAKE) --no-print-directory test-built
 
-test-built: $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN)
+test-built: $(BUILD)/riffq $(UNIT_BIN) $(ITEST_BIN) $(PY_MODULE)
 	@BUILD=$(BUILD) PY=$(PY) ./tests/run.sh
 
 # The sanitizer build runs the whole suite; UBSan findings abort, and leaks
 # fail the run except CPython's (see tests/lsan.supp).
 test-asan:
+	RIFFQ_PY_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=abort_on_error=0:detect_leaks=1:fast_unwind_on_malloc=0 \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
@@ -89,7 +129,7 @@ test-asan:
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/obj/src/main.d
+-include $(LIB_OBJ:.o=.d) $(BUILD)/obj/src/main.d $(PIC_OBJ:.o=.d)
 
 # fuzz targets and their rules live beside them
 -include tests/fuzz/fuzz.mk

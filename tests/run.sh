@@ -6,6 +6,8 @@ set -u
 BUILD=${BUILD:-build}
 PY=${PY:-/usr/bin/python3}
 export RIFFQ_BIN="$(pwd)/$BUILD/riffq"
+# the importable module (make python), for the tests of Python programs
+export RIFFQ_PYTHONPATH="$(pwd)/$BUILD/python"
 passed=0
 failed=0
 failed_names=""

@@ -18,6 +18,8 @@ typedef enum { AUTH_TRUST = 0, AUTH_PASSWORD, AUTH_MD5, AUTH_SCRAM } CfgAuthMeth
 typedef enum { POOL_SESSION = 0, POOL_TRANSACTION } CfgPoolMode;
 typedef enum { TARGET_UPSTREAM = 0, TARGET_PLUGIN, TARGET_LOCAL, TARGET_REJECT,
                TARGET_CATALOG } CfgTargetKind;
+typedef enum { HOST_PRIMARY = 0, HOST_REPLICA } CfgHostRole;
+typedef enum { READ_FROM_PRIMARY = 0, READ_FROM_REPLICA } CfgReadFrom;
 
 typedef struct CfgListen {
     char *host;     /* TCP: host or address; NULL for a Unix socket */
@@ -32,17 +34,33 @@ typedef struct CfgUser {
     char *secret;   /* as written: plain password, "md5<32 hex>", or "SCRAM-SHA-256$..." */
 } CfgUser;
 
+/* One server of an upstream: its primary, or a streaming replica that
+ * routes with "read_from": "replica" may send plain reads to. */
+typedef struct CfgHost {
+    char *conninfo;
+    CfgHostRole role;
+} CfgHost;
+
 typedef struct CfgUpstream {
     char *name;
-    char *conninfo;
+    char *conninfo;         /* the primary's: borrowed from hosts[], not owned */
+    CfgHost *hosts;         /* exactly one primary; a plain "conninfo" is a
+                             * single primary host */
+    size_t n_hosts;
+    size_t n_replicas;
     CfgPoolMode pool_mode;
-    int pool_size;          /* default 20 */
-    int min_pool_size;      /* default 0 */
+    int pool_size;          /* default 20, per host */
+    int min_pool_size;      /* default 0, per host */
+    /* health_check: every host is probed every interval; 0 = no probes
+     * (the default for an upstream without replicas) */
+    int health_interval_ms;
+    int health_timeout_ms;
 } CfgUpstream;
 
 typedef struct CfgPlugin {
     char *name;
     char *module;           /* path of the .py file, relative paths against the route file's dir */
+    char *import;           /* or a module name for importlib ("pkg.plugin"); exactly one is set */
 } CfgPlugin;
 
 typedef struct CfgStrList {
@@ -62,6 +80,10 @@ typedef struct CfgRoute {
     char *target_name;      /* upstream or plugin name; NULL for local/reject/catalog */
     char *message;          /* reject message (NULL = a default one) */
     char sqlstate[6];       /* reject SQLSTATE, default "42501" */
+    int has_match;          /* "match" was given, even empty: a plugin route
+                             * without it claims the plugin's own tables */
+    CfgReadFrom read_from;  /* upstream routes: where plain reads outside a
+                             * transaction go (replica: a healthy replica) */
 } CfgRoute;
 
 typedef struct Config {
@@ -80,6 +102,9 @@ typedef struct Config {
      * with this query ($1 = user name; the second column is the verifier) */
     char *auth_query_upstream;  /* NULL = no lookup */
     char *auth_query;
+    /* auth.plugin: cleartext passwords are checked by this plugin's
+     * @riffq.authenticate hook, for users that "users" does not list */
+    char *auth_plugin;
 
     CfgUpstream *upstreams; size_t n_upstreams;
     CfgPlugin *plugins; size_t n_plugins;
@@ -87,10 +112,15 @@ typedef struct Config {
 
     /* limits (key "limits" in the file) */
     int max_clients;            /* default 1000 */
+    int plugin_workers;         /* Python handler threads, default 2 */
     size_t max_message_size;    /* bytes, default 64 MiB */
     int auth_timeout_ms;        /* default 60000 */
 
     char *server_version;       /* reported version, default "15.8 (riffq " RIFFQ_VERSION ")" */
+    /* "unknown_settings": "accept" stores settings Postgres does not know
+     * (startup options, SET) like custom ones instead of failing with 42704:
+     * for servers that imitate another system's parameters */
+    int accept_unknown_settings;
     char *log_level;            /* "debug" | "info" | "warning" | "error", default "info" */
 } Config;
 

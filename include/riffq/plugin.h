@@ -73,6 +73,11 @@ typedef struct PlugCtx {
     const char *application_name;
     const char *route;
     int32_t session_id;         /* ctx dict for session state is kept per session id */
+    const char *client_addr;    /* IP address text; NULL for a Unix-socket client */
+    int client_port;
+    const char *server_name;    /* TLS SNI the client sent, or NULL */
+    const char *options;        /* the startup packet's "options" (hooks), or NULL */
+    int extended;               /* the statement came by the extended protocol */
 } PlugCtx;
 
 /* Called on the loop thread whenever the query made progress: columns are
@@ -99,6 +104,13 @@ void plug_engine_on_disconnect(PlugEngine *e, const PlugCtx *ctx);
 /* Forget ctx["session"] of a session that ended (without blocking: done by
  * a worker).  plug_hook_start(PLUG_HOOK_DISCONNECT) already does it. */
 void plug_engine_session_end(PlugEngine *e, int32_t session_id);
+
+/* Check a cleartext password with the plugin's @riffq.authenticate hook,
+ * on a worker: ends PLUG_DONE when the login is accepted, PLUG_FAILED with
+ * 28P01 (or the riffq.Error the hook raised) when not.  Free it with
+ * plug_query_free; the password copy is wiped. */
+PlugQuery *plug_auth_start(PlugEngine *e, const char *plugin, const char *password,
+                           const PlugCtx *ctx, PlugReadyCb cb, void *ud);
 
 /* Start a handler call.  params: text values (NULL = SQL NULL) with their
  * type OIDs; formats: result format codes per Bind's 0/1/n rule.

@@ -58,8 +58,13 @@ typedef void (*RouteJsonVisit)(const char *key, json_t *value, void *ctx);
 void route_json_walk(json_t *node, RouteJsonVisit visit, void *ctx);
 /* Classification cache counters of the calling thread. */
 void route_cache_stats(uint64_t *hits, uint64_t *misses);
-/* Release the parser's per-thread memory (at exit, for leak checkers). */
+/* Release the parser's per-thread memory (at exit, for leak checkers).
+ * Only for a thread that never exits afterwards: libpg_query also frees its
+ * memory from a thread-exit destructor, which would free it twice. */
 void route_parser_exit(void);
+/* Drop the calling thread's classification cache only (a thread that will
+ * exit, or go on without the gateway, leaves the rest to libpg_query). */
+void route_cache_exit(void);
 
 /* "select", "insert", ... as route files spell statement kinds. */
 const char *route_kind_name(StmtKind k);

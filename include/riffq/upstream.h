@@ -14,6 +14,13 @@
  * to the client) hands out idle connections, opens new ones up to
  * pool_size, and queues acquirers beyond that with a timeout.  A released
  * connection is reset before reuse.
+ *
+ * An upstream may have several hosts: one primary and streaming replicas.
+ * Each host has its own connections (pool_size applies per host).  Plain
+ * acquires get the primary; read acquires get a healthy replica, round
+ * robin, or the primary when no replica is healthy.  Health comes from
+ * active checks (a nonblocking connect to each host every interval) and
+ * from pool connections that fail because the server did not answer.
  */
 #ifndef RIFFQ_UPSTREAM_H
 #define RIFFQ_UPSTREAM_H
@@ -29,6 +36,13 @@ typedef struct UpPool UpPool;
 typedef struct UpConn UpConn;
 typedef struct UpWait UpWait;
 
+typedef enum { UP_PRIMARY = 0, UP_REPLICA } UpRole;
+
+typedef struct UpHostSpec {
+    const char *conninfo;       /* copied */
+    UpRole role;
+} UpHostSpec;
+
 /* Called on the loop thread with a connection in idle state (ReadyForQuery
  * 'I' received, nothing pending), or with conn NULL and err set (08006
  * connection failure with libpq's message, 53300 pool wait timeout, ...).
@@ -43,6 +57,9 @@ typedef struct UpPoolOpts {
     int wait_timeout_ms;        /* max time an acquirer waits in the queue; 0 = no limit */
     int connect_timeout_ms;     /* 0 = the conninfo's connect_timeout, else 10 s */
     const char *reset_query;    /* sent at release before reuse, e.g. "DISCARD ALL"; NULL = none */
+    int health_interval_ms;     /* probe every host this often; 0 = no checks (then a
+                                 * replica is never marked down) */
+    int health_timeout_ms;      /* a probe slower than this fails; 0 = connect timeout */
 } UpPoolOpts;
 
 /* 0 when libpq can parse conninfo, else -1 with err (22023) carrying
@@ -50,8 +67,14 @@ typedef struct UpPoolOpts {
  * file's author, not for logs. */
 int up_conninfo_check(const char *conninfo, RqError *err);
 
-/* NULL when the conninfo does not parse (see up_conninfo_check). */
+/* A pool with one host, the primary.  NULL when the conninfo does not
+ * parse (see up_conninfo_check). */
 UpPool *up_pool_new(uv_loop_t *loop, const char *name, const char *conninfo, const UpPoolOpts *opts);
+/* A pool over n hosts, exactly one of them UP_PRIMARY.  NULL when a
+ * conninfo does not parse or the roles are wrong (logged without the
+ * conninfo). */
+UpPool *up_pool_new_hosts(uv_loop_t *loop, const char *name, const UpHostSpec *hosts, size_t n,
+                          const UpPoolOpts *opts);
 /* Close idle connections now and the others when they are released; frees
  * the pool when the last connection is gone. */
 void up_pool_free(UpPool *p);
@@ -63,7 +86,12 @@ void up_pool_free(UpPool *p);
  * unless up_wait_cancel comes first; after up_pool_free, with 57P01. */
 UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
                         UpAcquireCb cb, void *ud);
+/* The same for a statement that only reads: from a healthy replica (round
+ * robin over them), or from the primary when none is healthy. */
+UpWait *up_pool_acquire_read(UpPool *p, const char *user, const char *database,
+                             UpAcquireCb cb, void *ud);
 void up_wait_cancel(UpWait *w);     /* cb is not called after this */
+int up_pool_has_replicas(const UpPool *p);
 
 /* Give a connection back.  reusable = 0 closes it (protocol state unknown,
  * e.g. the client vanished mid-result).  Runs reset_query first when set.
@@ -101,6 +129,9 @@ void up_conn_cancel(UpConn *c);
 const char *up_conn_parameter(const UpConn *c, const char *name);
 int up_conn_backend_pid(const UpConn *c);
 int up_conn_tls(const UpConn *c);   /* 1 when the upstream connection uses TLS */
+UpRole up_conn_role(const UpConn *c);
+/* Whether the host of c passed its last health check (1 without checks). */
+int up_conn_host_healthy(const UpConn *c);
 
 /* One pointer of session-layer state per server connection (the relay keeps
  * the set of statements prepared on it there); freed with free_fn when the
@@ -112,6 +143,15 @@ typedef struct UpPoolStats {
     int active, idle, connecting, waiting;  /* active includes those running reset_query */
     uint64_t total_acquired, total_opened, total_failed;
 } UpPoolStats;
-void up_pool_stats(const UpPool *p, UpPoolStats *out);
+void up_pool_stats(const UpPool *p, UpPoolStats *out);     /* all hosts together */
+
+typedef struct UpHostStats {
+    const char *host;           /* "host:port" from the conninfo; valid while the pool lives */
+    UpRole role;
+    int healthy;
+    UpPoolStats stats;          /* this host's connections */
+} UpHostStats;
+size_t up_pool_n_hosts(const UpPool *p);
+void up_pool_host_stats(const UpPool *p, size_t i, UpHostStats *out);
 
 #endif

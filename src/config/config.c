@@ -821,7 +821,7 @@ static int parse_tls(Loader *L, json_t *v, Config *cfg)
 /* ------------------------------------------------------------------ */
 /* auth                                                                */
 
-static const char *const auth_keys[] = { "method", "users", "auth_query", NULL };
+static const char *const auth_keys[] = { "method", "users", "auth_query", "plugin", NULL };
 static const char *const auth_query_keys[] = { "upstream", "query", NULL };
 #define DEFAULT_AUTH_QUERY "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1"
 /* Same order as CfgAuthMethod. */
@@ -959,9 +959,19 @@ static int parse_auth(Loader *L, json_t *v, Config *cfg)
         if (rc < 0) return -1;
         if (!cfg->auth_query) cfg->auth_query = xstrdup(DEFAULT_AUTH_QUERY);
     }
-    if (cfg->auth_method != AUTH_TRUST && cfg->n_users == 0 && !cfg->auth_query_upstream)
-        return fail(L, "method \"%s\" needs at least one user in \"users\", or \"auth_query\"",
-                    auth_methods[method]);
+    if (opt_string(L, v, "plugin", PLAIN, &cfg->auth_plugin) < 0) return -1;
+    if (cfg->auth_plugin && cfg->auth_method != AUTH_PASSWORD) {
+        /* the hook needs the password itself, which only cleartext gives */
+        size_t m = path_key(L, "plugin");
+        int rc = fail(L, "a plugin checks cleartext passwords: use \"method\": \"password\" "
+                         "(with TLS), not \"%s\"", auth_methods[method]);
+        path_pop(L, m);
+        return rc;
+    }
+    if (cfg->auth_method != AUTH_TRUST && cfg->n_users == 0 && !cfg->auth_query_upstream &&
+        !cfg->auth_plugin)
+        return fail(L, "method \"%s\" needs at least one user in \"users\", \"auth_query\" "
+                       "or \"plugin\"", auth_methods[method]);
     return 0;
 }
 
@@ -969,10 +979,96 @@ static int parse_auth(Loader *L, json_t *v, Config *cfg)
 /* upstreams and plugins: maps from name to object                     */
 
 static const char *const upstream_keys[] = {
-    "conninfo", "pool_mode", "pool_size", "min_pool_size", NULL
+    "conninfo", "hosts", "pool_mode", "pool_size", "min_pool_size", "health_check", NULL
 };
+static const char *const host_keys[] = { "conninfo", "role", NULL };
+/* Same order as CfgHostRole. */
+static const char *const host_roles[] = { "primary", "replica", NULL };
+static const char *const health_check_keys[] = { "interval", "timeout", NULL };
 static const char *const pool_modes[] = { "session", "transaction", NULL };
-static const char *const plugin_keys[] = { "module", NULL };
+static const char *const plugin_keys[] = { "module", "import", NULL };
+
+static int parse_host(Loader *L, json_t *v, CfgHost *out)
+{
+    if (check_object(L, v, "a host such as {\"conninfo\": \"host=...\", \"role\": \"replica\"}") < 0)
+        return -1;
+    if (check_keys(L, v, host_keys) < 0) return -1;
+    json_t *dummy;
+    if (require_key(L, v, "conninfo", &dummy) < 0) return -1;
+    if (opt_string(L, v, "conninfo", SECRET, &out->conninfo) < 0) return -1;
+    /* No default role: a replica listed without one would otherwise be
+     * taken for a second primary, or the primary for a replica. */
+    if (require_key(L, v, "role", &dummy) < 0) return -1;
+    int role = HOST_PRIMARY;
+    if (opt_choice(L, v, "role", host_roles, &role) < 0) return -1;
+    out->role = (CfgHostRole)role;
+    return 0;
+}
+
+static int parse_hosts(Loader *L, json_t *v, CfgUpstream *out)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return fail(L, "expected a non-empty array of hosts such as [{\"conninfo\": \"host=...\", "
+                       "\"role\": \"primary\"}], got %s",
+                    json_is_array(v) ? "an empty array" : kind_name(v));
+    size_t n = json_array_size(v);
+    out->hosts = xcalloc(n, sizeof *out->hosts);
+    size_t primary = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        size_t m = path_index(L, i);
+        out->n_hosts = i + 1;
+        int rc = parse_host(L, json_array_get(v, i), &out->hosts[i]);
+        path_pop(L, m);
+        if (rc < 0) return -1;
+        if (out->hosts[i].role == HOST_REPLICA) {
+            out->n_replicas++;
+        } else if (primary != SIZE_MAX) {
+            /* writes must have exactly one place to go */
+            m = path_index(L, i);
+            path_key(L, "role");
+            fail(L, "expected exactly one host with \"role\": \"primary\", but hosts[%zu] is "
+                    "the primary already", primary);
+            path_pop(L, m);
+            return -1;
+        } else {
+            primary = i;
+        }
+    }
+    if (primary == SIZE_MAX)
+        return fail(L, "expected exactly one host with \"role\": \"primary\", got none (writes "
+                       "and transactions need it; for a read-only server, give its conninfo "
+                       "as the primary)");
+    out->conninfo = out->hosts[primary].conninfo;
+    return 0;
+}
+
+#define DEFAULT_HEALTH_INTERVAL_MS 5000
+#define DEFAULT_HEALTH_TIMEOUT_MS  2000
+
+static int parse_health_check(Loader *L, json_t *v, CfgUpstream *out)
+{
+    if (check_object(L, v, "health check settings such as {\"interval\": \"5s\", \"timeout\": \"2s\"}") < 0)
+        return -1;
+    if (check_keys(L, v, health_check_keys) < 0) return -1;
+    static const struct { const char *key; long long lo, hi; const char *range; } keys[] = {
+        /* below 100ms a probe (a whole backend start) per host would cost
+         * the servers more than it tells */
+        { "interval", 100, 3600000, "a duration between 100ms and 1h" },
+        { "timeout", 10, 600000, "a duration between 10ms and 10min" },
+    };
+    int *dest[] = { &out->health_interval_ms, &out->health_timeout_ms };
+    for (size_t i = 0; i < 2; i++) {
+        json_t *x = json_object_get(v, keys[i].key);
+        if (!x) continue;
+        long long ms = 0;
+        size_t m = path_key(L, keys[i].key);
+        int rc = read_duration_ms(L, x, keys[i].lo, keys[i].hi, keys[i].range, &ms);
+        path_pop(L, m);
+        if (rc < 0) return -1;
+        *dest[i] = (int)ms;
+    }
+    return 0;
+}
 
 static int parse_upstream(Loader *L, const char *name, json_t *v, CfgUpstream *out)
 {
@@ -982,16 +1078,46 @@ static int parse_upstream(Loader *L, const char *name, json_t *v, CfgUpstream *o
     if (check_object(L, v, "an upstream such as {\"conninfo\": \"host=... dbname=...\"}") < 0)
         return -1;
     if (check_keys(L, v, upstream_keys) < 0) return -1;
-    json_t *dummy;
-    if (require_key(L, v, "conninfo", &dummy) < 0) return -1;
-    /* The conninfo is checked by libpq when the pool first connects; here
-     * it may only be quoted nowhere, as it can hold a password. */
-    if (opt_string(L, v, "conninfo", SECRET, &out->conninfo) < 0) return -1;
+    json_t *hosts = json_object_get(v, "hosts");
+    if (hosts && json_object_get(v, "conninfo"))
+        return fail(L, "give either \"conninfo\" (one server) or \"hosts\" (a primary and its "
+                       "replicas), not both");
+    if (hosts) {
+        size_t m = path_key(L, "hosts");
+        int rc = parse_hosts(L, hosts, out);
+        path_pop(L, m);
+        if (rc < 0) return -1;
+    } else {
+        if (!json_object_get(v, "conninfo"))
+            return fail(L, "missing required key \"conninfo\" (or \"hosts\")");
+        /* The conninfo is checked by libpq when the pool first connects; here
+         * it may only be quoted nowhere, as it can hold a password. */
+        out->hosts = xcalloc(1, sizeof *out->hosts);
+        out->n_hosts = 1;
+        out->hosts[0].role = HOST_PRIMARY;
+        if (opt_string(L, v, "conninfo", SECRET, &out->hosts[0].conninfo) < 0) return -1;
+        out->conninfo = out->hosts[0].conninfo;
+    }
     int mode = POOL_SESSION;
     if (opt_choice(L, v, "pool_mode", pool_modes, &mode) < 0) return -1;
     out->pool_mode = mode == 1 ? POOL_TRANSACTION : POOL_SESSION;
     if (opt_int(L, v, "pool_size", 1, MAX_POOL_SIZE, &out->pool_size) < 0) return -1;
     if (opt_int(L, v, "min_pool_size", 0, out->pool_size, &out->min_pool_size) < 0) return -1;
+    /* Replicas are only worth sending reads to while they answer, so they
+     * are checked by default; a lone primary has nowhere else for its
+     * statements to go, so probing it is opt-in (it shows in SHOW
+     * riffq.pools). */
+    json_t *hc = json_object_get(v, "health_check");
+    if (hc || out->n_replicas) {
+        out->health_interval_ms = DEFAULT_HEALTH_INTERVAL_MS;
+        out->health_timeout_ms = DEFAULT_HEALTH_TIMEOUT_MS;
+    }
+    if (hc) {
+        size_t m = path_key(L, "health_check");
+        int rc = parse_health_check(L, hc, out);
+        path_pop(L, m);
+        if (rc < 0) return -1;
+    }
     return 0;
 }
 
@@ -1000,8 +1126,29 @@ static int parse_plugin(Loader *L, const char *name, json_t *v, Config *cfg, Cfg
     out->name = xstrdup(name);
     if (check_object(L, v, "a plugin such as {\"module\": \"plugins/demo.py\"}") < 0) return -1;
     if (check_keys(L, v, plugin_keys) < 0) return -1;
-    json_t *dummy;
-    if (require_key(L, v, "module", &dummy) < 0) return -1;
+    int has_module = json_object_get(v, "module") != NULL;
+    int has_import = json_object_get(v, "import") != NULL;
+    if (!has_module && !has_import)
+        return fail(L, "missing required key \"module\" (a .py file), or \"import\" (a Python "
+                       "module name such as \"mypackage.plugin\")");
+    if (has_module && has_import)
+        return fail(L, "give \"module\" or \"import\", not both");
+    if (has_import) {
+        if (opt_string(L, v, "import", PLAIN, &out->import) < 0) return -1;
+        /* dotted identifiers only: the name goes to importlib as it is */
+        int ok = out->import[0] != '\0' && out->import[0] != '.';
+        for (const char *c = out->import; ok && *c; c++)
+            ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '_' || *c == '.' ||
+                 (*c >= '0' && *c <= '9' && c != out->import && c[-1] != '.');
+        if (!ok || strstr(out->import, "..") || out->import[strlen(out->import) - 1] == '.') {
+            size_t m = path_key(L, "import");
+            int rc = fail(L, "expected a Python module name such as \"package.module\", got \"%s\"",
+                          out->import);
+            path_pop(L, m);
+            return rc;
+        }
+        return 0;
+    }
     char *module = NULL;
     if (opt_string(L, v, "module", PLAIN, &module) < 0) return -1;
     /* Existence is the plugin layer's to report, with Python's own words
@@ -1049,7 +1196,7 @@ static int parse_plugins(Loader *L, json_t *v, Config *cfg)
 /* limits                                                              */
 
 static const char *const limits_keys[] = {
-    "max_clients", "max_message_size", "auth_timeout", NULL
+    "max_clients", "max_message_size", "auth_timeout", "plugin_workers", NULL
 };
 
 static int parse_limits(Loader *L, json_t *v, Config *cfg)
@@ -1057,6 +1204,7 @@ static int parse_limits(Loader *L, json_t *v, Config *cfg)
     if (check_object(L, v, "limits") < 0) return -1;
     if (check_keys(L, v, limits_keys) < 0) return -1;
     if (opt_int(L, v, "max_clients", 1, MAX_MAX_CLIENTS, &cfg->max_clients) < 0) return -1;
+    if (opt_int(L, v, "plugin_workers", 1, 256, &cfg->plugin_workers) < 0) return -1;
     json_t *x;
     long long n = 0;
     if ((x = json_object_get(v, "max_message_size"))) {
@@ -1081,7 +1229,11 @@ static int parse_limits(Loader *L, json_t *v, Config *cfg)
 /* ------------------------------------------------------------------ */
 /* routes                                                              */
 
-static const char *const route_keys[] = { "name", "match", "to", "message", "sqlstate", NULL };
+static const char *const route_keys[] = {
+    "name", "match", "to", "message", "sqlstate", "read_from", NULL
+};
+/* Same order as CfgReadFrom. */
+static const char *const read_from_values[] = { "primary", "replica", NULL };
 static const char *const match_keys[] = {
     "tables", "schemas", "statement", "user", "database", "application_name", "client",
     "listen", "regex", NULL
@@ -1305,6 +1457,25 @@ static int check_sqlstate(Loader *L, const char *s)
     return 0;
 }
 
+/* "read_from": "replica" sends the route's plain reads to replicas, so it
+ * needs an upstream that has some. */
+static int parse_read_from(Loader *L, json_t *v, const Config *cfg, CfgRoute *r)
+{
+    size_t m = path_key(L, "read_from");
+    int rf = READ_FROM_PRIMARY;
+    int rc = read_choice(L, json_object_get(v, "read_from"), read_from_values, &rf);
+    if (rc == 0 && r->target != TARGET_UPSTREAM)
+        rc = fail(L, "applies only to routes with \"to\": \"upstream:NAME\"");
+    if (rc == 0 && rf == READ_FROM_REPLICA) {
+        const CfgUpstream *u = cfg_find_upstream(cfg, r->target_name);
+        if (u && u->n_replicas == 0)
+            rc = fail(L, "upstream \"%s\" has no host with \"role\": \"replica\"", u->name);
+    }
+    path_pop(L, m);
+    if (rc == 0) r->read_from = (CfgReadFrom)rf;
+    return rc;
+}
+
 static int parse_route(Loader *L, json_t *v, const Config *cfg, size_t index, CfgRoute *r)
 {
     snprintf(r->sqlstate, sizeof r->sqlstate, "%s", DEFAULT_SQLSTATE);
@@ -1315,6 +1486,7 @@ static int parse_route(Loader *L, json_t *v, const Config *cfg, size_t index, Cf
     if (!r->name) r->name = xasprintf("route[%zu]", index);
     json_t *x;
     if ((x = json_object_get(v, "match"))) {
+        r->has_match = 1;
         size_t m = path_key(L, "match");
         int rc = parse_match(L, x, cfg, r);
         path_pop(L, m);
@@ -1334,6 +1506,7 @@ static int parse_route(Loader *L, json_t *v, const Config *cfg, size_t index, Cf
             return fail(L, "\"%s\" applies only to routes with \"to\": \"reject\"",
                         reject_only[k]);
     if (opt_string(L, v, "message", PLAIN, &r->message) < 0) return -1;
+    if (json_object_get(v, "read_from") && parse_read_from(L, v, cfg, r) < 0) return -1;
     char *sqlstate = NULL;
     if (opt_string(L, v, "sqlstate", PLAIN, &sqlstate) < 0) return -1;
     if (sqlstate) {
@@ -1351,7 +1524,7 @@ static int parse_route(Loader *L, json_t *v, const Config *cfg, size_t index, Cf
  * (decided when the plugin is loaded), so it does not take everything. */
 static int matches_everything(const CfgRoute *r)
 {
-    return r->target != TARGET_PLUGIN && !r->tables.n && !r->schemas.n && !r->statement.n && !r->user.n && !r->database.n &&
+    return (r->target != TARGET_PLUGIN || r->has_match) && !r->tables.n && !r->schemas.n && !r->statement.n && !r->user.n && !r->database.n &&
            !r->application_name.n && !r->client.n && !r->listen.n && !r->regex;
 }
 
@@ -1395,7 +1568,7 @@ static int parse_routes(Loader *L, json_t *v, Config *cfg)
 
 static const char *const top_keys[] = {
     "listen", "tls", "auth", "upstreams", "plugins", "routes", "limits",
-    "server_version", "log_level", NULL
+    "server_version", "log_level", "unknown_settings", NULL
 };
 static const char *const log_levels[] = { "debug", "info", "warning", "error", NULL };
 
@@ -1419,6 +1592,15 @@ static int parse_server_version(Loader *L, json_t *v, Config *cfg)
      * pick features; anything else breaks them in obscure ways. */
     if (cfg->server_version[0] < '0' || cfg->server_version[0] > '9')
         return fail(L, "expected a version that starts with a number, such as \"15.8 (riffq)\"");
+    return 0;
+}
+
+static int parse_unknown_settings(Loader *L, json_t *v, Config *cfg)
+{
+    static const char *const words[] = { "reject", "accept", NULL };
+    int i;
+    if (read_choice(L, v, words, &i) < 0) return -1;
+    cfg->accept_unknown_settings = i == 1;
     return 0;
 }
 
@@ -1447,9 +1629,18 @@ static int parse_root(Loader *L, json_t *root, Config *cfg)
     /* after upstreams: auth_query names one */
     if (with_key(L, root, "auth", parse_auth, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "plugins", parse_plugins, cfg, NULL) < 0) return -1;
+    if (cfg->auth_plugin && !cfg_find_plugin(cfg, cfg->auth_plugin)) {
+        size_t m = path_key(L, "auth");
+        size_t m2 = path_key(L, "plugin");
+        fail(L, "no plugin named \"%s\" in \"plugins\"", cfg->auth_plugin);
+        path_pop(L, m2);
+        path_pop(L, m);
+        return -1;
+    }
     if (with_key(L, root, "limits", parse_limits, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "server_version", parse_server_version, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "log_level", parse_log_level, cfg, NULL) < 0) return -1;
+    if (with_key(L, root, "unknown_settings", parse_unknown_settings, cfg, NULL) < 0) return -1;
     if (with_key(L, root, "routes", parse_routes, cfg, NULL) < 0) return -1;
     return 0;
 }
@@ -1462,6 +1653,7 @@ static Config *config_new(const char *name)
     cfg->tls_mode = TLS_DISABLE;
     cfg->auth_method = AUTH_TRUST;
     cfg->max_clients = DEFAULT_MAX_CLIENTS;
+    cfg->plugin_workers = 2;
     cfg->max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
     cfg->auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
     cfg->server_version = xstrdup("15.8 (riffq " RIFFQ_VERSION ")");
@@ -1547,6 +1739,7 @@ void cfg_free(Config *cfg)
     free(cfg->tls_key);
     free(cfg->auth_query_upstream);
     free(cfg->auth_query);
+    free(cfg->auth_plugin);
     for (size_t i = 0; i < cfg->n_users; i++) {
         free(cfg->users[i].name);
         if (cfg->users[i].secret) {
@@ -1557,16 +1750,22 @@ void cfg_free(Config *cfg)
     }
     free(cfg->users);
     for (size_t i = 0; i < cfg->n_upstreams; i++) {
-        free(cfg->upstreams[i].name);
-        if (cfg->upstreams[i].conninfo) {
-            explicit_bzero(cfg->upstreams[i].conninfo, strlen(cfg->upstreams[i].conninfo));
-            free(cfg->upstreams[i].conninfo);
+        CfgUpstream *u = &cfg->upstreams[i];
+        free(u->name);
+        /* u->conninfo points into hosts[] */
+        for (size_t h = 0; h < u->n_hosts; h++) {
+            if (u->hosts[h].conninfo) {
+                explicit_bzero(u->hosts[h].conninfo, strlen(u->hosts[h].conninfo));
+                free(u->hosts[h].conninfo);
+            }
         }
+        free(u->hosts);
     }
     free(cfg->upstreams);
     for (size_t i = 0; i < cfg->n_plugins; i++) {
         free(cfg->plugins[i].name);
         free(cfg->plugins[i].module);
+        free(cfg->plugins[i].import);
     }
     free(cfg->plugins);
     for (size_t i = 0; i < cfg->n_routes; i++) {

@@ -16,6 +16,10 @@
  * is encoded with the GIL released, so other handlers run meanwhile.  The
  * exported buffers pin the arrays' memory, which makes that safe.  Other
  * columns (object, string, ...) go through .tolist() and convert.c.
+ *
+ * Anything with __arrow_c_stream__ (pyarrow, DuckDB, Polars,
+ * riffq.helpers.to_arrow) is read through the Arrow C stream interface by
+ * arrow.c, which encodes from the Arrow buffers in the same way.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -739,6 +743,8 @@ int plug_encode_result(PlugQuery *q, PyObject *res, const char *plugin)
     if (plug_py_is_dataframe(res)) {
         e.nan_null = 1;
         r = result_dataframe(&e, res);
+    } else if (plug_arrow_is_stream(res)) {
+        r = plug_arrow_encode(q, res, plugin, &e.total);
     } else if (PyObject_IsInstance(res, plug_py.Columns) == 1) {
         PyObject *none = PyList_New(0);
         r = none ? result_stream(&e, res, none) : py_fail(&e);
@@ -750,7 +756,8 @@ int plug_encode_result(PlugQuery *q, PyObject *res, const char *plugin)
     } else {
         rq_error_set(&q->err, "XX000",
                      "query handler of plugin \"%s\" returned %s; expected (rows, columns), a pandas "
-                     "DataFrame, (riffq.Columns, batches) or riffq.Command",
+                     "DataFrame, an Arrow stream (__arrow_c_stream__), (riffq.Columns, batches) or "
+                     "riffq.Command",
                      plugin, res == Py_None ? "None" : Py_TYPE(res)->tp_name);
         r = -1;
     }

@@ -4,7 +4,7 @@
  *
  * Threads.  The loop thread never holds the GIL (except inside the
  * synchronous hook calls and reload, which say so in plugin.h).  Workers
- * (n_workers pthreads) take jobs from a FIFO queue; each keeps one Python
+ * (plugin_workers pthreads, see below) take jobs from a FIFO queue; each keeps one Python
  * thread state for its whole life and holds the GIL only while it runs
  * Python or converts Python values.  A canceller thread exists because
  * PyThreadState_SetAsyncExc needs the GIL, and the loop must not wait for
@@ -17,6 +17,14 @@
  * callback calls each pending query's PlugReadyCb.  So a query holds at
  * most two batches (one fetched-from, one being encoded), whatever the size
  * of its result.
+ *
+ * Elastic workers.  A worker whose batch waits for the client to read it
+ * (an open cursor, a suspended portal, a slow client) holds its generator
+ * and cannot take other jobs; a few idle cursors would otherwise stall every
+ * plugin query of every client.  So a worker that starts such a wait
+ * starts another worker when fewer than plugin_workers would be left to run
+ * handlers.  Started workers stay until the engine stops (an idle one costs
+ * a stack); max_workers bounds them.
  *
  * Ownership.  The loop owns a PlugQuery until plug_query_free.  If the
  * worker has not finished by then, the query is marked abandoned (and
@@ -52,7 +60,8 @@ static PlugPlugin *plugin_new(const CfgPlugin *cp)
     PlugPlugin *p = xcalloc(1, sizeof *p);
     p->refs = 1;
     p->name = xstrdup(cp->name);
-    p->path = xstrdup(cp->module);
+    p->path = xstrdup(cp->module ? cp->module : cp->import);
+    p->is_import = cp->import != NULL;
     p->modname = xasprintf("riffq_plugin_%s", cp->name);
     for (char *c = p->modname; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
@@ -84,6 +93,7 @@ static void plugin_unref(PlugEngine *e, PlugPlugin *p)
     Py_XDECREF(p->handler);
     Py_XDECREF(p->on_connect);
     Py_XDECREF(p->on_disconnect);
+    Py_XDECREF(p->authenticate);
     Py_XDECREF(p->module);
     tables_free(p->tables, p->n_tables);
     free(p->name);
@@ -149,6 +159,11 @@ static PlugQuery *query_new(PlugEngine *e, PlugJobKind kind, const PlugCtx *ctx,
         q->application_name = dup_or_null(ctx->application_name);
         q->route = dup_or_null(ctx->route);
         q->session_id = ctx->session_id;
+        q->client_addr = dup_or_null(ctx->client_addr);
+        q->client_port = ctx->client_port;
+        q->server_name = dup_or_null(ctx->server_name);
+        q->options = dup_or_null(ctx->options);
+        q->extended = ctx->extended;
     }
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -171,6 +186,7 @@ static void query_destroy(PlugQuery *q)
     e->live--;
     pthread_mutex_unlock(&e->mu);
     free(q->plugin_name);
+    if (q->kind == JOB_AUTH && q->sql) explicit_bzero(q->sql, strlen(q->sql));
     free(q->sql);
     for (uint16_t i = 0; i < q->n_params; i++) free(q->params[i]);
     free(q->params);
@@ -180,6 +196,9 @@ static void query_destroy(PlugQuery *q)
     free(q->database);
     free(q->application_name);
     free(q->route);
+    free(q->client_addr);
+    free(q->server_name);
+    free(q->options);
     rq_result_free(&q->cols);
     buf_free(&q->out);
     free(q->tag);
@@ -260,14 +279,37 @@ int plug_query_canceled(PlugQuery *q)
     return c;
 }
 
+static void *worker_main(void *arg);
+
+/* mu held. */
+static void grow_workers_locked(PlugEngine *e)
+{
+    if (e->stopping || e->n_workers - e->n_blocked >= e->target_workers ||
+        e->n_workers >= e->max_workers)
+        return;
+    PlugWorker *w = &e->workers[e->n_workers];
+    w->e = e;
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0) {
+        log_warn("plugins: cannot start another worker: %s", strerror(rc));
+        return;
+    }
+    e->n_workers++;
+}
+
 int plug_handoff(PlugQuery *q, Buf *batch, size_t rows)
 {
     PlugEngine *e = q->e;
     int r = 0;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&e->mu);
-    while (q->out_rows > 0 && !q->canceled)
-        pthread_cond_wait(&q->cond, &e->mu);
+    if (q->out_rows > 0 && !q->canceled) {
+        e->n_blocked++;
+        grow_workers_locked(e);
+        while (q->out_rows > 0 && !q->canceled)
+            pthread_cond_wait(&q->cond, &e->mu);
+        e->n_blocked--;
+    }
     if (q->canceled) {
         r = -1;
     } else {
@@ -307,10 +349,9 @@ int plug_query_wait_cancel(PlugQuery *q, double secs)
 }
 
 /* GIL held.  ctx as handlers and hooks see it. */
-static PyObject *make_ctx(PlugEngine *e, const char *user, const char *database,
-                          const char *app, const char *route, int32_t session_id, int describe)
+static PyObject *make_ctx(PlugEngine *e, const PlugCtx *c, int describe)
 {
-    PyObject *key = PyLong_FromLong(session_id);
+    PyObject *key = PyLong_FromLong(c->session_id);
     if (!key) return NULL;
     PyObject *session = PyDict_GetItemWithError(e->sessions, key);
     if (session) {
@@ -321,13 +362,32 @@ static PyObject *make_ctx(PlugEngine *e, const char *user, const char *database,
     }
     Py_DECREF(key);
     if (!session) return NULL;
-    PyObject *ctx = Py_BuildValue("{s:z,s:z,s:z,s:z,s:O,s:O,s:i}",
-                                  "user", user, "database", database,
-                                  "application_name", app, "route", route,
+    PyObject *ctx = Py_BuildValue("{s:z,s:z,s:z,s:z,s:O,s:O,s:i,s:z,s:O,s:z,s:z,s:O}",
+                                  "user", c->user, "database", c->database,
+                                  "application_name", c->application_name, "route", c->route,
                                   "describe", describe ? Py_True : Py_False,
-                                  "session", session, "session_id", (int)session_id);
+                                  "session", session, "session_id", (int)c->session_id,
+                                  "client_addr", c->client_addr,
+                                  "client_port", Py_None, "server_name", c->server_name,
+                                  "options", c->options,
+                                  "extended", c->extended ? Py_True : Py_False);
     Py_DECREF(session);
+    if (ctx && c->client_addr) {
+        PyObject *port = PyLong_FromLong(c->client_port);
+        if (!port || PyDict_SetItemString(ctx, "client_port", port) < 0) Py_CLEAR(ctx);
+        Py_XDECREF(port);
+    }
     return ctx;
+}
+
+/* The ctx a job was started with (a view of its own copies). */
+static PlugCtx query_ctx(const PlugQuery *q)
+{
+    return (PlugCtx){ .user = q->user, .database = q->database,
+                      .application_name = q->application_name, .route = q->route,
+                      .session_id = q->session_id, .client_addr = q->client_addr,
+                      .client_port = q->client_port, .server_name = q->server_name,
+                      .options = q->options, .extended = q->extended };
 }
 
 /* GIL held. */
@@ -406,8 +466,8 @@ static void run_query(PlugWorker *w, PlugQuery *q)
         if (!v) goto py_error;
         PyList_SET_ITEM(params, i, v);
     }
-    ctx = make_ctx(e, q->user, q->database, q->application_name, q->route, q->session_id,
-                   q->describe_only);
+    PlugCtx qc = query_ctx(q);
+    ctx = make_ctx(e, &qc, q->describe_only);
     sql = utf8(q->sql);
     if (!ctx || !sql) goto py_error;
 
@@ -426,6 +486,41 @@ out:
     Py_XDECREF(ctx);
     Py_XDECREF(params);
     PyErr_Clear();
+}
+
+/* GIL held.  A password check: the hook's truth value decides, and a
+ * riffq.Error it raises is the client's error as it is. */
+static void run_auth(PlugWorker *w, PlugQuery *q)
+{
+    PlugEngine *e = w->e;
+    PlugPlugin *p = q->plugin;
+    if (!p->authenticate) {
+        rq_error_set(&q->err, "28000", "plugin \"%s\" defines no authenticate hook", p->name);
+        rq_error_hint(&q->err, "Decorate a function with @riffq.authenticate in %s.", p->path);
+        return;
+    }
+    PlugCtx qc = query_ctx(q);
+    PyObject *ctx = make_ctx(e, &qc, 0);
+    PyObject *user = ctx ? utf8(q->user ? q->user : "") : NULL;
+    PyObject *pw = user ? utf8(q->sql) : NULL;
+    PyObject *res = pw ? PyObject_CallFunctionObjArgs(p->authenticate, user, pw, ctx, NULL) : NULL;
+    int ok = res ? PyObject_IsTrue(res) : -1;
+    if (ok < 0) {
+        plug_py_error(p->name, plug_query_canceled(q), &q->err);
+        log_warn("plugin \"%s\": authenticate failed: %s", p->name, q->err.message);
+        if (strcmp(q->err.sqlstate, "XX000") == 0) {
+            /* a broken hook must not tell the client more than a refusal */
+            rq_error_free(&q->err);
+            ok = 0;
+        }
+    }
+    if (ok == 0)
+        rq_error_set(&q->err, "28P01", "password authentication failed for user \"%s\"",
+                     q->user ? q->user : "");
+    Py_XDECREF(res);
+    Py_XDECREF(pw);
+    Py_XDECREF(user);
+    Py_XDECREF(ctx);
 }
 
 /* GIL held.  Ends the job: frees it if the loop already let go of it. */
@@ -467,10 +562,13 @@ static void run_job(PlugWorker *w, PlugQuery *q)
     case JOB_QUERY:
         if (!abandoned) run_query(w, q);
         break;
+    case JOB_AUTH:
+        if (!abandoned) run_auth(w, q);
+        break;
     case JOB_HOOK_CONNECT:
     case JOB_HOOK_DISCONNECT: {
-        PyObject *ctx = make_ctx(e, q->user, q->database, q->application_name, q->route,
-                                 q->session_id, 0);
+        PlugCtx qc = query_ctx(q);
+        PyObject *ctx = make_ctx(e, &qc, 0);
         if (!ctx) {
             plug_py_error("riffq", 0, &q->err);
         } else {
@@ -626,17 +724,20 @@ PlugEngine *plug_engine_new(uv_loop_t *loop, const Config *cfg, int n_workers, c
     e->plugins = plugins_load(cfg, &e->n_plugins);
     PyGILState_Release(g);
 
-    e->n_workers = n_workers > 0 ? n_workers : 1;
-    e->workers = xcalloc((size_t)e->n_workers, sizeof *e->workers);
-    for (int i = 0; i < e->n_workers; i++) {
+    e->target_workers = n_workers > 0 ? n_workers : 1;
+    e->max_workers = e->target_workers + PLUG_MAX_WAITING_WORKERS;
+    e->workers = xcalloc((size_t)e->max_workers, sizeof *e->workers);
+    pthread_mutex_lock(&e->mu);
+    for (int i = 0; i < e->target_workers; i++) {
         e->workers[i].e = e;
         rc = pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);
         if (rc != 0) {
             log_error("plugins: cannot start worker %d: %s", i, strerror(rc));
-            e->n_workers = i;
             break;
         }
+        e->n_workers = i + 1;
     }
+    pthread_mutex_unlock(&e->mu);
     rc = pthread_create(&e->canceller, NULL, canceller_main, e);
     e->has_canceller = rc == 0;
     if (rc != 0 || e->n_workers == 0) {
@@ -674,8 +775,9 @@ void plug_engine_free(PlugEngine *e)
         log_warn("plugins: stopping with %zu queries not yet freed or finished", e->live);
     pthread_cond_broadcast(&e->work_cond);
     pthread_cond_broadcast(&e->cancel_cond);
+    int n_workers = e->n_workers;      /* no more start once stopping is set */
     pthread_mutex_unlock(&e->mu);
-    for (int i = 0; i < e->n_workers; i++) pthread_join(e->workers[i].thread, NULL);
+    for (int i = 0; i < n_workers; i++) pthread_join(e->workers[i].thread, NULL);
     if (e->has_canceller) pthread_join(e->canceller, NULL);
 
     PyGILState_STATE g = PyGILState_Ensure();
@@ -742,8 +844,7 @@ int plug_engine_has_hooks(PlugEngine *e, PlugHook hook)
 int plug_engine_on_connect(PlugEngine *e, const PlugCtx *ctx, RqError *err)
 {
     PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *c = make_ctx(e, ctx->user, ctx->database, ctx->application_name, ctx->route,
-                           ctx->session_id, 0);
+    PyObject *c = make_ctx(e, ctx, 0);
     int r;
     if (!c) {
         plug_py_error("riffq", 0, err);
@@ -759,8 +860,7 @@ int plug_engine_on_connect(PlugEngine *e, const PlugCtx *ctx, RqError *err)
 void plug_engine_on_disconnect(PlugEngine *e, const PlugCtx *ctx)
 {
     PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *c = make_ctx(e, ctx->user, ctx->database, ctx->application_name, ctx->route,
-                           ctx->session_id, 0);
+    PyObject *c = make_ctx(e, ctx, 0);
     if (c) {
         run_hooks(e, PLUG_HOOK_DISCONNECT, c, NULL);
         Py_DECREF(c);
@@ -776,6 +876,28 @@ void plug_engine_session_end(PlugEngine *e, int32_t session_id)
     PlugQuery *q = query_new(e, JOB_SESSION_END, &ctx, NULL, NULL);
     q->abandoned = 1;       /* nobody waits for it: the worker frees it */
     enqueue(q);
+}
+
+PlugQuery *plug_auth_start(PlugEngine *e, const char *plugin, const char *password,
+                           const PlugCtx *ctx, PlugReadyCb cb, void *ud)
+{
+    PlugQuery *q = query_new(e, JOB_AUTH, ctx, cb, ud);
+    q->plugin_name = xstrdup(plugin);
+    q->sql = xstrdup(password ? password : "");
+    pthread_mutex_lock(&e->mu);
+    PlugPlugin *p = plugin_find(e, plugin);
+    if (p && !p->load_error) p->refs++;
+    pthread_mutex_unlock(&e->mu);
+    if (!p || p->load_error) {
+        /* logged at load; the client learns only that it is not let in */
+        rq_error_set(&q->err, "28000", "authentication is unavailable: plugin \"%s\" is not loaded",
+                     plugin);
+        fail_now(q);
+        return q;
+    }
+    q->plugin = p;
+    enqueue(q);
+    return q;
 }
 
 /* ---- queries: the loop's side ---- */

@@ -13,6 +13,9 @@
  * encode.c   whole results: the shapes a handler may return, turned into
  *            column descriptions and DataRow batches, with the DataFrame
  *            fast path that reads numpy buffers directly.
+ * arrow.c    Arrow results through the Arrow C stream interface: reads the
+ *            streams handlers return, and produces them (riffq._ArrowBatch,
+ *            behind riffq.helpers.to_arrow).  arrow.h has the C ABI.
  *
  * Locking: one mutex per engine (PlugEngine.mu) guards every field marked
  * "mu" below; fields marked "GIL" are touched only with the GIL held.  The
@@ -32,6 +35,10 @@
 #include "riffq/plugin.h"
 #include "riffq/result.h"
 
+/* Workers that may be started beyond plugin_workers while others wait for
+ * clients to read their batches (see engine.c). */
+#define PLUG_MAX_WAITING_WORKERS 256
+
 /* A batch handed to the loop is cut at whichever comes first. */
 #define PLUG_BATCH_ROWS  8192
 #define PLUG_BATCH_BYTES (256 * 1024)
@@ -41,13 +48,15 @@
 typedef struct PlugPlugin {
     int refs;                   /* mu */
     char *name;                 /* owned */
-    char *path;                 /* owned */
+    char *path;                 /* owned: the .py file, or the module name when is_import */
+    int is_import;
     char *modname;              /* owned: "riffq_plugin_<name>" */
     char *load_error;           /* owned: "ModuleNotFoundError: ..." or NULL */
     PyObject *module;           /* GIL; owned refs, NULL when absent */
     PyObject *handler;
     PyObject *on_connect;
     PyObject *on_disconnect;
+    PyObject *authenticate;
     PlugTable *tables;          /* owned, strings too; written only while importing */
     size_t n_tables;
 } PlugPlugin;
@@ -56,7 +65,8 @@ typedef enum {
     JOB_QUERY = 0,
     JOB_HOOK_CONNECT,
     JOB_HOOK_DISCONNECT,        /* also drops the session's ctx["session"] dict */
-    JOB_SESSION_END
+    JOB_SESSION_END,
+    JOB_AUTH                    /* sql holds the password */
 } PlugJobKind;
 
 /* A job for a worker.  The loop owns it until plug_query_free; if the
@@ -76,6 +86,9 @@ struct PlugQuery {
     uint8_t *formats;           /* raw big-endian int16 codes as in Bind */
     uint16_t n_formats;
     char *user, *database, *application_name, *route;
+    char *client_addr, *server_name, *options;
+    int client_port;
+    int extended;
     int32_t session_id;
     int describe_only;
     PlugReadyCb cb;
@@ -120,8 +133,11 @@ struct PlugEngine {
     size_t n_cancel, cap_cancel;
     PlugPlugin **plugins;       /* mu for writes (reload, loop thread); owned refs */
     size_t n_plugins;
-    PlugWorker *workers;
-    int n_workers;
+    PlugWorker *workers;        /* max_workers entries, n_workers of them started */
+    int n_workers;              /* mu (grows only; entries never move) */
+    int target_workers;         /* workers free to run handlers: plugin_workers */
+    int max_workers;
+    int n_blocked;              /* mu: workers waiting for a client to read a batch */
     pthread_t canceller;
     int has_canceller;
     int stopping;               /* mu */
@@ -180,6 +196,12 @@ int plug_py_is_dataframe(PyObject *obj);
  * such as "int8" (1 byte) as numpy's, not Postgres' (8 bytes). */
 uint32_t plug_type_oid(const char *name, int dtype_first);
 
+/* ---- src/python/host.c ---- */
+
+/* Add the serving API's C types (riffq._Engine) to the module, when a
+ * Python program imported riffq as an extension. */
+int riffq_host_init(PyObject *module);
+
 /* ---- convert.c ---- */
 
 /* Postgres text of type oid -> a new Python object.  GIL held. */
@@ -201,6 +223,20 @@ size_t plug_fmt_numeric_double(double v, char *out);           /* >= 360 bytes *
 void plug_fmt_timestamp(int64_t us, int with_tz, Buf *out);
 /* Days since the Unix epoch -> "YYYY-MM-DD[ BC]". */
 void plug_fmt_date(int64_t days, Buf *out);
+
+/* ---- arrow.c ---- */
+
+/* Whether obj is an Arrow stream: it has __arrow_c_stream__, or it is an
+ * "arrow_array_stream" PyCapsule.  GIL held. */
+int plug_arrow_is_stream(PyObject *obj);
+/* Columns and rows of the Arrow stream obj for q (columns only when
+ * q->describe_only).  The stream is moved out of its capsule and released
+ * on every path.  *rows counts the rows encoded.  Returns 0, or -1 with
+ * q->err set.  GIL held. */
+int plug_arrow_encode(PlugQuery *q, PyObject *obj, const char *plugin, uint64_t *rows);
+/* Add riffq._ArrowBatch (the producer behind riffq.helpers.to_arrow) to the
+ * module.  GIL held. */
+int plug_arrow_init(PyObject *module);
 
 /* ---- encode.c ---- */
 

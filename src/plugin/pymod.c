@@ -7,7 +7,7 @@
  * go (tests make many); the interpreter stays.  That is why the objects in
  * plug_py are process-wide rather than per engine.
  *
- * The `riffq` module is mostly written in Python (riffq_source below):
+ * The `riffq` module is mostly written in Python (src/plugin/riffq.py):
  * classes such as Error, Command and Columns, the decorators and the pandas
  * glue are a few lines there and would be hundreds against the C API.  C
  * supplies what Python cannot know: which plugin is being imported (the
@@ -47,273 +47,9 @@ static PlugPlugin *importing(void)
     return loading && loading_thread == PyThread_get_thread_ident() ? loading : NULL;
 }
 
-static const char riffq_source[] =
-"\"\"\"riffq: what the gateway gives its Python plugins.\n"
-"\n"
-"    import riffq\n"
-"\n"
-"    @riffq.query_handler\n"
-"    def handle(sql, params, ctx):\n"
-"        return [(1, 'a')], [('id', 'int8'), ('name', 'text')]\n"
-"\n"
-"A handler returns (rows, columns), a pandas DataFrame,\n"
-"(riffq.Columns([...]), iterator_of_batches), riffq.Command(tag), or raises\n"
-"riffq.Error(sqlstate, message, detail=None, hint=None).\n"
-"\"\"\"\n"
-"import sys as _sys\n"
-"import time as _time\n"
-"\n"
-"class Error(Exception):\n"
-"    \"\"\"Answer the client with this SQLSTATE, message, detail and hint.\"\"\"\n"
-"    def __init__(self, sqlstate, message, detail=None, hint=None):\n"
-"        super().__init__(sqlstate, message, detail, hint)\n"
-"        self.sqlstate = str(sqlstate)\n"
-"        self.message = str(message)\n"
-"        self.detail = None if detail is None else str(detail)\n"
-"        self.hint = None if hint is None else str(hint)\n"
-"    def __str__(self):\n"
-"        return self.message\n"
-"\n"
-"class QueryCanceled(BaseException):\n"
-"    \"\"\"Raised inside a handler whose query was canceled (CancelRequest,\n"
-"    statement_timeout).  A BaseException, so `except Exception` in a\n"
-"    handler does not swallow it.\"\"\"\n"
-"\n"
-"class Command:\n"
-"    \"\"\"A result without rows: riffq.Command('INSERT 0 3').\"\"\"\n"
-"    __slots__ = ('tag',)\n"
-"    def __init__(self, tag):\n"
-"        self.tag = str(tag)\n"
-"    def __repr__(self):\n"
-"        return f'riffq.Command({self.tag!r})'\n"
-"\n"
-"class Columns:\n"
-"    \"\"\"Result columns, [(name, type), ...]: type is a Postgres type name\n"
-"    ('int8', 'text', 'timestamptz', 'numeric', ...), a numpy/pandas dtype\n"
-"    ('int64', 'float64', 'object', 'datetime64[ns]', ...), a Python type\n"
-"    (int, str, datetime.date, ...) or an OID.\"\"\"\n"
-"    __slots__ = ('columns',)\n"
-"    def __init__(self, columns):\n"
-"        self.columns = _columns(columns)\n"
-"    def __len__(self):\n"
-"        return len(self.columns)\n"
-"    def __iter__(self):\n"
-"        return iter(self.columns)\n"
-"    def __repr__(self):\n"
-"        return f'riffq.Columns({self.columns!r})'\n"
-"\n"
-"_handlers = {}\n"
-"_tables = []\n"
-"\n"
-"def query_handler(fn):\n"
-"    \"\"\"Decorator: fn(sql, params, ctx) answers the statements routed to\n"
-"    the plugin that defines it.\"\"\"\n"
-"    if not _register('query_handler', fn):\n"
-"        _handlers['query_handler'] = fn\n"
-"    return fn\n"
-"\n"
-"def on_connect(fn):\n"
-"    \"\"\"Decorator: fn(ctx) runs when a client connects; raising riffq.Error\n"
-"    rejects the login.\"\"\"\n"
-"    if not _register('on_connect', fn):\n"
-"        _handlers['on_connect'] = fn\n"
-"    return fn\n"
-"\n"
-"def on_disconnect(fn):\n"
-"    \"\"\"Decorator: fn(ctx) runs when a client disconnects.\"\"\"\n"
-"    if not _register('on_disconnect', fn):\n"
-"        _handlers['on_disconnect'] = fn\n"
-"    return fn\n"
-"\n"
-"def register_table(schema, name, columns, primary_key=None, comment=None):\n"
-"    \"\"\"Declare a table this plugin serves; columns as (name, type) or\n"
-"    (name, type, nullable).\"\"\"\n"
-"    cols = _columns(columns, True)\n"
-"    if primary_key is None:\n"
-"        pk = []\n"
-"    elif isinstance(primary_key, str):\n"
-"        pk = [primary_key]\n"
-"    else:\n"
-"        pk = [str(c) for c in primary_key]\n"
-"    names = {c[0] for c in cols}\n"
-"    for c in pk:\n"
-"        if c not in names:\n"
-"            raise ValueError(f'primary key column {c!r} is not a column of {schema}.{name}')\n"
-"    comment = None if comment is None else str(comment)\n"
-"    if not _register_table(str(schema), str(name), cols, pk, comment):\n"
-"        _tables.append((str(schema), str(name), cols, pk, comment))\n"
-"\n"
-"_PYTYPES = {'int': 'int8', 'float': 'float8', 'str': 'text', 'bool': 'bool',\n"
-"            'bytes': 'bytea', 'bytearray': 'bytea', 'dict': 'jsonb', 'list': 'jsonb',\n"
-"            'datetime': 'timestamp', 'date': 'date', 'time': 'time',\n"
-"            'timedelta': 'interval', 'Decimal': 'numeric', 'UUID': 'uuid',\n"
-"            'Timestamp': 'timestamp', 'bool_': 'bool'}\n"
-"\n"
-"def _type_name(t):\n"
-"    if isinstance(t, (str, int)) and not isinstance(t, bool):\n"
-"        return t\n"
-"    if isinstance(t, type):\n"
-"        if t.__module__ in ('builtins', 'datetime', 'decimal', 'uuid') or\\\n"
-"           t.__module__.startswith('pandas'):\n"
-"            return _PYTYPES.get(t.__name__, t.__name__)\n"
-"        if t.__module__ == 'numpy':\n"
-"            return _PYTYPES.get(t.__name__, t.__name__)\n"
-"    return str(t)\n"
-"\n"
-"def _columns(spec, table=False):\n"
-"    if isinstance(spec, Columns):\n"
-"        return spec.columns\n"
-"    out = []\n"
-"    for c in spec:\n"
-"        nullable = True\n"
-"        if isinstance(c, str):\n"
-"            name, typ = c, 'text'\n"
-"        elif isinstance(c, dict):\n"
-"            if 'name' in c:\n"
-"                name, typ, nullable = c['name'], c.get('type', 'text'), c.get('nullable', True)\n"
-"            elif len(c) == 1:\n"
-"                (name, d), = c.items()\n"
-"                if isinstance(d, dict):\n"
-"                    typ, nullable = d.get('type', 'text'), d.get('nullable', True)\n"
-"                else:\n"
-"                    typ = d\n"
-"            else:\n"
-"                raise TypeError(f'column {c!r}: expected {{\"name\": ..., \"type\": ...}}')\n"
-"        else:\n"
-"            c = tuple(c)\n"
-"            if len(c) == 2:\n"
-"                name, typ = c\n"
-"            elif len(c) == 3 and table:\n"
-"                name, typ, nullable = c\n"
-"            else:\n"
-"                raise TypeError(f'column {c!r}: expected (name, type)' +\n"
-"                                (' or (name, type, nullable)' if table else ''))\n"
-"        out.append((str(name), _type_oid(_type_name(typ)), bool(nullable)))\n"
-"    return out\n"
-"\n"
-"def _load(modname, path):\n"
-"    import importlib.util, os\n"
-"    d = os.path.dirname(os.path.abspath(path))\n"
-"    if d not in _sys.path:\n"
-"        _sys.path.insert(0, d)\n"
-"    spec = importlib.util.spec_from_file_location(modname, path)\n"
-"    if spec is None or spec.loader is None:\n"
-"        raise ImportError(f'cannot import {path!r}: not a Python source file')\n"
-"    mod = importlib.util.module_from_spec(spec)\n"
-"    _sys.modules[modname] = mod\n"
-"    try:\n"
-"        spec.loader.exec_module(mod)\n"
-"    except BaseException:\n"
-"        if _sys.modules.get(modname) is mod:\n"
-"            del _sys.modules[modname]\n"
-"        raise\n"
-"    return mod\n"
-"\n"
-"def _format_exc(exc):\n"
-"    import traceback\n"
-"    text = str(exc)\n"
-"    t = type(exc)\n"
-"    name = t.__qualname__ if t.__module__ == 'builtins' else f'{t.__module__}.{t.__qualname__}'\n"
-"    summary = f'{name}: {text}' if text else name\n"
-"    return summary, ''.join(traceback.format_exception(exc)).rstrip()\n"
-"\n"
-"def _isnull(v):\n"
-"    try:\n"
-"        return v is None or bool(v != v)\n"
-"    except Exception:\n"
-"        return True\n"
-"\n"
-"def _infer(vals):\n"
-"    import datetime, decimal, uuid\n"
-"    for v in vals:\n"
-"        if _isnull(v):\n"
-"            continue\n"
-"        if isinstance(v, bool): return 'bool'\n"
-"        if isinstance(v, int): return 'int8'\n"
-"        if isinstance(v, float): return 'float8'\n"
-"        if isinstance(v, str): return 'text'\n"
-"        if isinstance(v, (bytes, bytearray, memoryview)): return 'bytea'\n"
-"        if isinstance(v, datetime.datetime):\n"
-"            return 'timestamptz' if v.tzinfo is not None else 'timestamp'\n"
-"        if isinstance(v, datetime.date): return 'date'\n"
-"        if isinstance(v, datetime.time): return 'timetz' if v.tzinfo is not None else 'time'\n"
-"        if isinstance(v, datetime.timedelta): return 'interval'\n"
-"        if isinstance(v, decimal.Decimal): return 'numeric'\n"
-"        if isinstance(v, uuid.UUID): return 'uuid'\n"
-"        if isinstance(v, (dict, list)): return 'jsonb'\n"
-"        t = type(v)\n"
-"        if t.__module__ == 'numpy':\n"
-"            k = getattr(getattr(v, 'dtype', None), 'kind', '')\n"
-"            return {'b': 'bool', 'i': 'int8', 'u': 'int8', 'f': 'float8',\n"
-"                    'M': 'timestamp', 'm': 'interval'}.get(k, 'text')\n"
-"        return 'text'\n"
-"    return 'text'\n"
-"\n"
-"def _df_arrays(df):\n"
-"    # Per column: (name, type name, kind, payload, mask, unit).  kind 'n':\n"
-"    # payload is a numeric/bool numpy array read in C through the buffer\n"
-"    # protocol; 'M': datetime64 as an int64 view in `unit` (UTC for tz-aware\n"
-"    # columns); 'O': a list of Python objects.  mask: a bool array marking\n"
-"    # NULLs of pandas' nullable dtypes (Int64, boolean, Float64).\n"
-"    import numpy as np\n"
-"    out = []\n"
-"    names = df.columns\n"
-"    for i in range(df.shape[1]):\n"
-"        s = df.iloc[:, i]\n"
-"        dt = s.dtype\n"
-"        name = str(names[i])\n"
-"        kind = getattr(dt, 'kind', 'O')\n"
-"        if isinstance(dt, np.dtype) and kind in 'iufb':\n"
-"            out.append((name, str(dt), 'n', s.to_numpy(), None, None))\n"
-"        elif kind == 'M':\n"
-"            if getattr(dt, 'tz', None) is not None:\n"
-"                arr = s.to_numpy(dtype='datetime64[ns]')\n"
-"            else:\n"
-"                arr = s.to_numpy()\n"
-"            unit = np.datetime_data(arr.dtype)[0]\n"
-"            out.append((name, str(dt), 'M', arr.view('int64'), None, unit))\n"
-"        elif kind in 'iufb' and hasattr(dt, 'numpy_dtype'):\n"
-"            mask = s.isna().to_numpy()\n"
-"            arr = s.to_numpy(dtype=dt.numpy_dtype, na_value=(False if kind == 'b' else 0))\n"
-"            out.append((name, str(dt), 'n', arr, mask, None))\n"
-"        else:\n"
-"            vals = s.tolist()\n"
-"            typ = _infer(vals) if str(dt) in ('object', 'category') else str(dt)\n"
-"            out.append((name, typ, 'O', vals, None, None))\n"
-"    return out\n"
-"\n"
-"def _np_scalar(x):\n"
-"    import numpy as np\n"
-"    if isinstance(x, np.datetime64):\n"
-"        return None if np.isnat(x) else x.astype('datetime64[us]').item()\n"
-"    if isinstance(x, np.timedelta64):\n"
-"        return None if np.isnat(x) else x.astype('timedelta64[us]').item()\n"
-"    if isinstance(x, np.ndarray):\n"
-"        return x.tolist()\n"
-"    return x.item()\n"
-"\n"
-"def _json_default(o):\n"
-"    import datetime, decimal, uuid\n"
-"    if isinstance(o, (datetime.date, datetime.time)):\n"
-"        return o.isoformat()\n"
-"    if isinstance(o, decimal.Decimal):\n"
-"        return int(o) if o == o.to_integral_value() else float(o)\n"
-"    if isinstance(o, uuid.UUID):\n"
-"        return str(o)\n"
-"    if isinstance(o, (bytes, bytearray, memoryview)):\n"
-"        return '\\\\x' + bytes(o).hex()\n"
-"    if isinstance(o, (set, frozenset, tuple)):\n"
-"        return list(o)\n"
-"    if hasattr(o, 'tolist'):\n"
-"        return o.tolist()\n"
-"    raise TypeError(f'{type(o).__name__} is not JSON serializable')\n"
-"\n"
-"def _json_dumps(v):\n"
-"    import json\n"
-"    return json.dumps(v, default=_json_default, ensure_ascii=False)\n"
-"\n"
-"_orig_sleep = _time.sleep\n"
-"_time.sleep = sleep\n";
+/* The Python half of the module, src/plugin/riffq.py, compiled in as text
+ * (the Makefile turns each .py into a byte array). */
+extern const char riffq_py_riffq[], riffq_py_host[], riffq_py_helpers[], riffq_py_testing[];
 
 /* ---- C functions of the module ---- */
 
@@ -332,7 +68,8 @@ static PyObject *py_register(PyObject *self, PyObject *args)
     if (!p) Py_RETURN_FALSE;
     PyObject **slot = strcmp(kind, "query_handler") == 0 ? &p->handler
                     : strcmp(kind, "on_connect") == 0 ? &p->on_connect
-                    : strcmp(kind, "on_disconnect") == 0 ? &p->on_disconnect : NULL;
+                    : strcmp(kind, "on_disconnect") == 0 ? &p->on_disconnect
+                    : strcmp(kind, "authenticate") == 0 ? &p->authenticate : NULL;
     if (!slot) {
         PyErr_Format(PyExc_ValueError, "unknown hook %s", kind);
         return NULL;
@@ -455,16 +192,56 @@ static struct PyModuleDef riffq_def = {
     NULL, NULL, NULL, NULL
 };
 
+/* Set by plug_py_start before it starts an interpreter: the module is then
+ * the plugins' riffq inside the gateway.  Otherwise a Python program
+ * imported the extension module and gets the serving API too. */
+static int in_gateway;
+
+static int exec_source(PyObject *dict, const char *src, const char *filename)
+{
+    if (PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0) return -1;
+    PyObject *code = Py_CompileString(src, filename, Py_file_input);
+    if (!code) return -1;
+    PyObject *r = PyEval_EvalCode(code, dict, dict);
+    Py_DECREF(code);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* riffq.NAME as a submodule: importable as "riffq.NAME" and reachable as
+ * an attribute, though the extension is a single file. */
+static int add_submodule(PyObject *parent, const char *name, const char *src)
+{
+    char full[64];
+    snprintf(full, sizeof full, "riffq.%s", name);
+    PyObject *m = PyModule_New(full);
+    if (!m) return -1;
+    char filename[80];
+    snprintf(filename, sizeof filename, "<riffq>/%s.py", name);
+    PyObject *mods = PyImport_GetModuleDict();
+    int rc = PyDict_SetItemString(mods, full, m);
+    if (rc == 0) rc = exec_source(PyModule_GetDict(m), src, filename);
+    if (rc == 0) rc = PyModule_AddObjectRef(parent, name, m);
+    if (rc < 0) PyDict_DelItemString(mods, full);
+    Py_DECREF(m);
+    return rc;
+}
+
 PyMODINIT_FUNC PyInit_riffq(void);
 PyMODINIT_FUNC PyInit_riffq(void)
 {
     PyObject *m = PyModule_Create(&riffq_def);
     if (!m) return NULL;
     PyObject *d = PyModule_GetDict(m);
-    if (PyDict_SetItemString(d, "__builtins__", PyEval_GetBuiltins()) < 0) goto fail;
-    PyObject *r = PyRun_String(riffq_source, Py_file_input, d, d);
-    if (!r) goto fail;
-    Py_DECREF(r);
+    if (exec_source(d, riffq_py_riffq, "<riffq>/riffq.py") < 0) goto fail;
+    if (plug_arrow_init(m) < 0) goto fail;      /* riffq._ArrowBatch, plugins and programs alike */
+    if (!in_gateway) {
+        if (riffq_host_init(m) < 0) goto fail;
+        if (exec_source(d, riffq_py_host, "<riffq>/host.py") < 0) goto fail;
+        if (add_submodule(m, "helpers", riffq_py_helpers) < 0) goto fail;
+        if (add_submodule(m, "testing", riffq_py_testing) < 0) goto fail;
+    }
     return m;
 fail:
     Py_DECREF(m);
@@ -596,6 +373,7 @@ int plug_py_start(char **errmsg)
         else ok = 1;
         PyGILState_Release(g);
     } else {
+        in_gateway = 1;
         if (PyImport_AppendInittab("riffq", PyInit_riffq) < 0) {
             *errmsg = xstrdup("python: cannot register the riffq module");
             goto out;
@@ -668,7 +446,7 @@ int plug_py_import(PlugPlugin *p)
 {
     loading = p;
     loading_thread = PyThread_get_thread_ident();
-    PyObject *mod = PyObject_CallFunction(plug_py.load, "ss", p->modname, p->path);
+    PyObject *mod = PyObject_CallFunction(plug_py.load, "ssi", p->modname, p->path, p->is_import);
     loading = NULL;
     if (mod) {
         p->module = mod;
@@ -685,6 +463,7 @@ int plug_py_import(PlugPlugin *p)
     Py_CLEAR(p->handler);
     Py_CLEAR(p->on_connect);
     Py_CLEAR(p->on_disconnect);
+    Py_CLEAR(p->authenticate);
     return -1;
 }
 

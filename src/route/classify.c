@@ -110,6 +110,12 @@ const char *route_stmt_tag(const RouteStmt *s)
 {
     StmtKind k;
     const char *tag;
+    /* forms whose tag is not their node's (a DECLARE's relations are its
+     * query's, collected like any statement's, so tables route it) */
+    if (!strcmp(s->node_type, "FetchStmt") && json_is_true(json_object_get(s->node, "ismove")))
+        return "MOVE";
+    if (!strcmp(s->node_type, "ClosePortalStmt") && !json_object_get(s->node, "portalname"))
+        return "CLOSE CURSOR ALL";
     classify_node(s->node_type, &k, &tag);
     if (tag) return tag;
     return k == STMT_DDL ? "DDL" : "UTILITY";
@@ -213,6 +219,11 @@ static void collect_rels(json_t *node, RouteStmt *s)
 static __thread int parser_used;
 
 static void cache_clear(void);
+
+void route_cache_exit(void)
+{
+    cache_clear();
+}
 
 void route_parser_exit(void)
 {

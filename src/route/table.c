@@ -103,9 +103,7 @@ RouteTable *route_table_new(const Config *cfg, char **errmsg)
             }
         }
         if (r->tables.n || r->schemas.n || r->statement.n || r->regex) t->needs_parse = 1;
-        if (r->target == TARGET_PLUGIN && !r->tables.n && !r->schemas.n && !r->statement.n &&
-            !r->user.n && !r->database.n && !r->application_name.n && !r->client.n &&
-            !r->listen.n && !r->regex) {
+        if (r->target == TARGET_PLUGIN && !r->has_match) {
             cr->claims_plugin_tables = 1;
             t->needs_parse = 1;
         }

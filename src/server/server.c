@@ -137,6 +137,7 @@ typedef struct WriteReq {
 } WriteReq;
 
 static void conn_close(Conn *c);
+static PlugCtx conn_plug_ctx(Conn *c, char *ip);
 static void conn_flush(Conn *c);
 static void conn_process(Conn *c, const uint8_t *data, size_t len);
 
@@ -199,12 +200,32 @@ static CfgRef *cref_new(uv_loop_t *loop, PlugEngine *plugins, RqStats *stats, Co
              * wiping what the previous one left; transaction pooling
              * releases at transaction boundaries where nothing is left */
             .reset_query = u->pool_mode == POOL_SESSION ? "DISCARD ALL" : NULL,
+            .health_interval_ms = u->health_interval_ms,
+            .health_timeout_ms = u->health_timeout_ms,
         };
-        r->env.pools[i] = up_pool_new(loop, u->name, u->conninfo, &o);
+        UpHostSpec *hosts = xcalloc(u->n_hosts, sizeof *hosts);
+        for (size_t h = 0; h < u->n_hosts; h++) {
+            RqError ce = {0};
+            if (up_conninfo_check(u->hosts[h].conninfo, &ce) < 0) {
+                /* libpq's own message may quote the password: don't repeat it */
+                rq_error_free(&ce);
+                if (u->n_hosts == 1)    /* almost always a plain "conninfo" */
+                    *errmsg = xasprintf("%s: upstreams.%s.conninfo: not a valid libpq connection "
+                                        "string", cfg->path, u->name);
+                else
+                    *errmsg = xasprintf("%s: upstreams.%s.hosts[%zu].conninfo: not a valid libpq "
+                                        "connection string", cfg->path, u->name, h);
+                free(hosts);
+                cref_release(r);
+                return NULL;
+            }
+            hosts[h].conninfo = u->hosts[h].conninfo;
+            hosts[h].role = u->hosts[h].role == HOST_REPLICA ? UP_REPLICA : UP_PRIMARY;
+        }
+        r->env.pools[i] = up_pool_new_hosts(loop, u->name, hosts, u->n_hosts, &o);
+        free(hosts);
         if (!r->env.pools[i]) {
-            /* libpq's own message may quote the password: don't repeat it */
-            *errmsg = xasprintf("%s: upstreams.%s.conninfo: not a valid libpq connection string",
-                                cfg->path, u->name);
+            *errmsg = xasprintf("%s: upstreams.%s: could not set up its pool", cfg->path, u->name);
             cref_release(r);
             return NULL;
         }
@@ -302,10 +323,24 @@ static void on_write(uv_write_t *req, int status)
 
 static void write_raw(Conn *c, char *data, size_t len)
 {
+    uv_buf_t b = uv_buf_init(data, (unsigned)len);
+    if (c->writes_pending == 0) {
+        /* Write now when nothing is queued (order is kept).  A uv_write
+         * that completes costs libuv an epoll_ctl when its queue drains:
+         * one system call per reply, a tenth of a pooled transaction's. */
+        int n = uv_try_write(&c->h.stream, &b, 1);
+        if (n == (int)len) {
+            free(data);
+            return;
+        }
+        if (n > 0) {
+            b.base += n;
+            b.len -= (size_t)n;
+        }
+    }
     WriteReq *w = xmalloc(sizeof *w);
     w->conn = c;
     w->data = data;
-    uv_buf_t b = uv_buf_init(data, (unsigned)len);
     c->writes_pending++;
     int rc = uv_write(&w->req, &c->h.stream, &b, 1, on_write);
     if (rc < 0) {
@@ -405,8 +440,8 @@ static void conn_release(Conn *c)
     c->aq_found = 0;
     if (c->sess && srv->plugins && plug_engine_has_hooks(srv->plugins, PLUG_HOOK_DISCONNECT)) {
         /* fire and forget: the job runs to the end after being freed */
-        PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = "",
-                        .route = "", .session_id = c->pid };
+        char ip[INET6_ADDRSTRLEN];
+        PlugCtx ctx = conn_plug_ctx(c, ip);
         plug_query_free(plug_hook_start(srv->plugins, PLUG_HOOK_DISCONNECT, &ctx, NULL, NULL));
     }
     sess_free(c->sess);
@@ -628,6 +663,27 @@ static const char *startup_value(const Conn *c, const char *key)
     return NULL;
 }
 
+/* What plugin hooks learn about the client.  ip must hold
+ * INET6_ADDRSTRLEN bytes.  The address comes from c->peer, taken at
+ * accept: at disconnect the socket may no longer have a peer to ask. */
+static PlugCtx conn_plug_ctx(Conn *c, char *ip)
+{
+    const char *app = startup_value(c, "application_name");
+    PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = app ? app : "",
+                    .route = "", .session_id = c->pid };
+    const char *colon = c->listener->is_unix ? NULL : strrchr(c->peer, ':');
+    size_t n = colon ? (size_t)(colon - c->peer) : 0;
+    if (colon && n > 0 && n < INET6_ADDRSTRLEN && c->peer[0] != '?') {
+        memcpy(ip, c->peer, n);
+        ip[n] = '\0';
+        ctx.client_addr = ip;
+        ctx.client_port = atoi(colon + 1);
+    }
+    if (c->ssl) ctx.server_name = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+    ctx.options = startup_value(c, "options");
+    return ctx;
+}
+
 static void on_connect_hooks(void *ud)
 {
     Conn *c = ud;
@@ -663,11 +719,36 @@ static void auth_done(Conn *c)
         start_session(c);
         return;
     }
-    const char *app = startup_value(c, "application_name");
-    PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = app ? app : "",
-                    .route = "", .session_id = c->pid };
+    char ip[INET6_ADDRSTRLEN];
+    PlugCtx ctx = conn_plug_ctx(c, ip);
     c->waiting = 1;     /* input waits until the hooks have answered */
     c->hook = plug_hook_start(e, PLUG_HOOK_CONNECT, &ctx, on_connect_hooks, c);
+}
+
+/* The auth plugin's answer to a cleartext password. */
+static void on_auth_hook(void *ud)
+{
+    Conn *c = ud;
+    PlugState st = plug_query_state(c->hook);
+    if (st == PLUG_RUNNING || st == PLUG_COLUMNS) return;
+    RqError e = {0};
+    if (st == PLUG_FAILED) {
+        const RqError *pe = plug_query_error(c->hook);
+        rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "28P01", "%s",
+                     pe && pe->message ? pe->message : "password authentication failed");
+        if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
+        if (pe && pe->hint) rq_error_hint(&e, "%s", pe->hint);
+    }
+    plug_query_free(c->hook);
+    c->hook = NULL;
+    c->waiting = 0;
+    if (rq_error_is_set(&e)) {
+        log_info("authentication failed for user \"%s\" from %s: %s", c->user, c->peer, e.message);
+        conn_fail(c, &e);
+        return;
+    }
+    auth_done(c);
+    if (!c->closing && !c->waiting) io_resume(c);
 }
 
 static void auth_failed(Conn *c)
@@ -870,8 +951,16 @@ static void handle_auth_message(Conn *c, uint8_t type, const uint8_t *body, size
             conn_fail_with(c, "08P01", "invalid password packet");
             return;
         }
+        const Config *cfg = c->cref->cfg;
+        if (!c->verifier && cfg->auth_plugin && c->srv->plugins) {
+            char ip[INET6_ADDRSTRLEN];
+            PlugCtx ctx = conn_plug_ctx(c, ip);
+            c->waiting = 1;     /* nothing else is read until the plugin answered */
+            c->hook = plug_auth_start(c->srv->plugins, cfg->auth_plugin, pw, &ctx, on_auth_hook, c);
+            return;
+        }
         int ok;
-        if (c->cref->cfg->auth_method == AUTH_MD5)
+        if (cfg->auth_method == AUTH_MD5)
             ok = c->verifier && auth_md5_check(c->verifier, c->user, c->md5_salt, pw);
         else
             ok = c->verifier && auth_password_check(c->verifier, c->user, pw);
@@ -1250,7 +1339,7 @@ static void start_plugins(Server *srv, const Config *cfg)
         return;
     }
     if (cfg->n_plugins == 0) return;
-    srv->plugins = plug_engine_new(srv->loop, cfg, 2, &err);
+    srv->plugins = plug_engine_new(srv->loop, cfg, cfg->plugin_workers, &err);
     if (!srv->plugins) {
         log_error("cannot start the Python plugin engine: %s", err ? err : "?");
         free(err);

@@ -2,7 +2,8 @@
  * The gateway's own views, answered by SHOW wherever other statements are
  * routed (a SHOW riffq.* never reaches an upstream):
  *
- *   SHOW riffq.pools    one row per upstream: mode, size and connection counts
+ *   SHOW riffq.pools    one row per upstream host: mode, size, connection
+ *                       counts, and the host's role and health
  *   SHOW riffq.routes   one row per route: target and hits
  *   SHOW riffq.stats    gateway counters (sessions, pins, classification cache)
  *
@@ -32,29 +33,41 @@ static void columns(RqResult *r, const char *const *names, const uint32_t *types
     for (size_t i = 0; i < n; i++) rq_result_add_column(r, names[i], types[i]);
 }
 
+/* The upstream's columns come first, as they did when an upstream had one
+ * host; host, role and healthy were added at the end so that clients
+ * reading columns by position keep working. */
 static void show_pools(const SessEnv *env, int describe, RqResult *out)
 {
     static const char *names[] = { "upstream", "pool_mode", "pool_size", "active", "idle",
-                                   "connecting", "waiting", "acquired", "opened", "failed" };
+                                   "connecting", "waiting", "acquired", "opened", "failed",
+                                   "host", "role", "healthy" };
     static const uint32_t types[] = { PGT_TEXT, PGT_TEXT, PGT_INT4, PGT_INT4, PGT_INT4,
-                                      PGT_INT4, PGT_INT4, PGT_INT8, PGT_INT8, PGT_INT8 };
-    columns(out, names, types, 10);
+                                      PGT_INT4, PGT_INT4, PGT_INT8, PGT_INT8, PGT_INT8,
+                                      PGT_TEXT, PGT_TEXT, PGT_BOOL };
+    columns(out, names, types, 13);
     for (size_t i = 0; !describe && i < env->cfg->n_upstreams; i++) {
         const CfgUpstream *u = &env->cfg->upstreams[i];
-        UpPoolStats st = {0};
-        if (env->pools && env->pools[i]) up_pool_stats(env->pools[i], &st);
-        char v[8][24];
-        snprintf(v[0], 24, "%d", u->pool_size);
-        snprintf(v[1], 24, "%d", st.active);
-        snprintf(v[2], 24, "%d", st.idle);
-        snprintf(v[3], 24, "%d", st.connecting);
-        snprintf(v[4], 24, "%d", st.waiting);
-        snprintf(v[5], 24, "%llu", (unsigned long long)st.total_acquired);
-        snprintf(v[6], 24, "%llu", (unsigned long long)st.total_opened);
-        snprintf(v[7], 24, "%llu", (unsigned long long)st.total_failed);
-        const char *row[10] = { u->name, u->pool_mode == POOL_TRANSACTION ? "transaction" : "session",
-                                v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] };
-        rq_result_add_row(out, row);
+        const UpPool *pool = env->pools ? env->pools[i] : NULL;
+        size_t n = pool ? up_pool_n_hosts(pool) : 0;
+        for (size_t h = 0; h < n; h++) {
+            UpHostStats hs;
+            up_pool_host_stats(pool, h, &hs);
+            const UpPoolStats *st = &hs.stats;
+            char v[8][24];
+            snprintf(v[0], 24, "%d", u->pool_size);
+            snprintf(v[1], 24, "%d", st->active);
+            snprintf(v[2], 24, "%d", st->idle);
+            snprintf(v[3], 24, "%d", st->connecting);
+            snprintf(v[4], 24, "%d", st->waiting);
+            snprintf(v[5], 24, "%llu", (unsigned long long)st->total_acquired);
+            snprintf(v[6], 24, "%llu", (unsigned long long)st->total_opened);
+            snprintf(v[7], 24, "%llu", (unsigned long long)st->total_failed);
+            const char *row[13] = { u->name, u->pool_mode == POOL_TRANSACTION ? "transaction" : "session",
+                                    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7],
+                                    hs.host, hs.role == UP_REPLICA ? "replica" : "primary",
+                                    hs.healthy ? "t" : "f" };
+            rq_result_add_row(out, row);
+        }
     }
 }
 

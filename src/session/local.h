@@ -21,6 +21,10 @@ typedef struct LocalCtx {
     int32_t pid;
     int in_xact;
     const char *sql;            /* full query text the statement came from (for error positions) */
+    /* The session's own views (pg_catalog.pg_cursors): fill out with the
+     * view's columns and current rows. */
+    void (*view)(void *ud, const char *name, RqResult *out);
+    void *view_ud;
 } LocalCtx;
 
 /* Parameter count and types of a statement: declared types win, others are
@@ -29,7 +33,8 @@ typedef struct LocalCtx {
 void local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n_declared,
                        uint32_t *types_out, uint16_t *n_out);
 
-/* Whether the local engine answers this statement at all. */
+/* Whether the local engine answers this statement at all: SELECTs without
+ * FROM, SELECTs of the session's views (pg_cursors), SET and SHOW. */
 int local_handles(const RouteStmt *st);
 
 /* Run (params != NULL) or only describe (params == NULL: columns, no rows,

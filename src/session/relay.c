@@ -172,7 +172,9 @@ void relay_detach(Session *s, int reusable)
         r->corked = 0;
         up_conn_detach(r->conn);
         if (r->paused) up_conn_resume(r->conn);
-        int idle = reusable && !r->broken && acts_len(r) == 0 && !r->copy_in;
+        /* a server in the middle of an extended-protocol batch (no Sync
+         * yet) still holds its unnamed statement and implicit transaction */
+        int idle = reusable && !r->broken && acts_len(r) == 0 && !r->copy_in && !s->batch_upstream;
         up_pool_release(s->env->pools[r->upstream], r->conn, idle);
         r->conn = NULL;
     }
@@ -189,7 +191,7 @@ void relay_detach(Session *s, int reusable)
 static void maybe_release(Session *s)
 {
     Relay *r = &s->relay;
-    if (!r->conn || acts_len(r) || r->copy_in || r->pinned) return;
+    if (!r->conn || acts_len(r) || r->copy_in || r->pinned || s->batch_upstream) return;
     if (s->xact == 'I' && pool_mode(s, r->upstream) == POOL_TRANSACTION)
         relay_detach(s, 1);
 }
@@ -513,8 +515,124 @@ static void on_acquired(void *ud, UpConn *conn, RqError *err)
     if (!s->in_handle) sess_done_waiting(s);
 }
 
-SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *body, size_t len,
-                         Prepared *ps)
+/* ---- read replicas ---- */
+
+/* Functions that write, take locks, touch session or transaction state
+ * that must stay on one server, or fail during recovery.  A statement
+ * calling one is not a plain read.  User functions cannot be told apart
+ * without the catalog; one that writes fails on a replica with 25006
+ * rather than writing anywhere. */
+static const char *const unsafe_funcs[] = {
+    "nextval", "setval", "currval", "lastval", "pg_notify", "set_config", "txid_current",
+    "txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned",
+    "pg_current_wal_lsn", "pg_current_wal_insert_lsn", "pg_current_wal_flush_lsn",
+    "pg_switch_wal", "pg_create_restore_point", "pg_terminate_backend", "pg_cancel_backend",
+    "pg_reload_conf", "pg_rotate_logfile", "pg_promote", "pg_export_snapshot",
+    "pg_import_snapshot", "pg_logical_emit_message", "loread", "lowrite", NULL
+};
+static const char *const unsafe_prefixes[] = {
+    "lo_", "pg_advisory_", "pg_try_advisory_", "pg_create_", "pg_drop_", "pg_replication_",
+    "pg_logical_slot_", "pg_stat_reset", "pg_backup_", "pg_start_backup", "pg_stop_backup",
+    "dblink", NULL
+};
+
+static int unsafe_func(const char *name)
+{
+    for (size_t i = 0; unsafe_funcs[i]; i++)
+        if (!strcasecmp(name, unsafe_funcs[i])) return 1;
+    for (size_t i = 0; unsafe_prefixes[i]; i++)
+        if (!strncasecmp(name, unsafe_prefixes[i], strlen(unsafe_prefixes[i]))) return 1;
+    return 0;
+}
+
+static void visit_read(const char *key, json_t *v, void *ctx)
+{
+    int *ok = ctx;
+    if (!strcmp(key, "lockingClause") || !strcmp(key, "intoClause") ||
+        !strcmp(key, "InsertStmt") || !strcmp(key, "UpdateStmt") ||
+        !strcmp(key, "DeleteStmt") || !strcmp(key, "MergeStmt")) {
+        *ok = 0;    /* FOR UPDATE/SHARE, SELECT INTO, a writable CTE */
+    } else if (!strcmp(key, "FuncCall")) {
+        json_t *parts = json_object_get(v, "funcname");
+        json_t *last = json_array_get(parts, json_array_size(parts) - 1);
+        const char *name = json_string_value(json_object_get(json_object_get(last, "String"), "sval"));
+        if (!name || unsafe_func(name)) *ok = 0;
+    }
+}
+
+/* A SELECT that only reads, as far as the parse tree tells. */
+static int plain_read(const RouteStmt *st)
+{
+    if (strcmp(st->node_type, "SelectStmt") != 0) return 0;
+    int ok = 1;
+    route_json_walk(st->node, visit_read, &ok);
+    return ok;
+}
+
+/* Every statement of sql is a plain read.  Routes that do not look inside
+ * statements leave them unparsed; the parse is cached by text, so asking
+ * again for a repeated statement costs a lookup. */
+static int sql_reads_only(const char *sql)
+{
+    RouteParse p;
+    RqError err = {0};
+    if (route_parse(sql, &p, &err) < 0) {
+        rq_error_free(&err);
+        return 0;       /* the primary reports the syntax error */
+    }
+    int ok = p.n > 0;
+    for (size_t i = 0; ok && i < p.n; i++) ok = plain_read(&p.stmts[i]);
+    route_parse_free(&p);
+    return ok;
+}
+
+typedef enum { WANT_ANY = 0, WANT_PRIMARY, WANT_REPLICA } Want;
+
+/* Where a message should run: plain reads of a "read_from": "replica"
+ * route outside a transaction block on a replica, other statements on the
+ * primary; messages that carry no statement (Sync, Flush, COPY data,
+ * Close) wherever the session's server already is. */
+static Want want_for(Session *s, int upstream, int route, uint8_t type, const uint8_t *body,
+                     size_t len, const Prepared *ps)
+{
+    if (type != 'Q' && type != 'P' && type != 'B' && type != 'D' && type != 'E') return WANT_ANY;
+    if (route < 0 || (size_t)route >= s->cfg->n_routes ||
+        s->cfg->routes[route].read_from != READ_FROM_REPLICA ||
+        s->xact != 'I' || s->relay.need_begin || s->relay.pinned ||
+        !up_pool_has_replicas(s->env->pools[upstream]))
+        return WANT_PRIMARY;
+    if (type != 'Q') {
+        if (!ps) return WANT_PRIMARY;
+        if (ps->parsed) return ps->parse.n == 1 && plain_read(&ps->parse.stmts[0])
+                               ? WANT_REPLICA : WANT_PRIMARY;
+        return sql_reads_only(ps->sql) ? WANT_REPLICA : WANT_PRIMARY;
+    }
+    if (len == 0 || body[len - 1] != 0) return WANT_PRIMARY;
+    return sql_reads_only((const char *)body) ? WANT_REPLICA : WANT_PRIMARY;
+}
+
+/* Whether the held server connection must, or may, give way to another
+ * one for this message: 1 to let it go now, 0 to keep using it, -1 when it
+ * must go but still owes answers (the caller waits for them first). */
+static int must_switch(Session *s, int upstream, Want want)
+{
+    Relay *r = &s->relay;
+    if (r->pinned) return 0;
+    int owes = relay_busy(s) || r->copy_in;
+    int on_replica = up_conn_role(r->conn) == UP_REPLICA;
+    /* required: another upstream (session pooling keeps a server across
+     * statements), or a statement a replica must not run */
+    if (r->upstream != upstream || (on_replica && want == WANT_PRIMARY)) return owes ? -1 : 1;
+    /* optional moves only between batches, where the server holds nothing
+     * of an unfinished exchange; a read on the primary is never wrong */
+    if (want != WANT_REPLICA || owes || s->batch_upstream || s->xact != 'I') return 0;
+    return on_replica ? !up_conn_host_healthy(r->conn) : 1;
+}
+
+/* relay_message with the route that chose the statement (-1: none known),
+ * which says whether its reads may go to a replica. */
+SessStatus relay_message_routed(Session *s, int upstream, int route, uint8_t type,
+                                const uint8_t *body, size_t len, Prepared *ps)
 {
     Relay *r = &s->relay;
     if (r->acquire_failed) {
@@ -526,16 +644,36 @@ SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *
         else s->skip_to_sync = 1;
         return SESS_OK;
     }
+    Want want = r->conn || !r->wait ? want_for(s, upstream, route, type, body, len, ps) : WANT_ANY;
+    if (r->conn) {
+        int sw = must_switch(s, upstream, want);
+        if (sw < 0) {
+            relay_flush_server(s);      /* resumes us once the answers are in */
+            return SESS_RETRY;
+        }
+        /* relay_detach closes a server left in the middle of a batch */
+        if (sw > 0) relay_detach(s, up_conn_host_healthy(r->conn));
+    }
     if (!r->conn) {
         if (!r->wait) {
+            UpPool *pool = s->env->pools[upstream];
             r->upstream = upstream;
-            r->wait = up_pool_acquire(s->env->pools[upstream], s->user, s->database, on_acquired, s);
+            r->wait = want == WANT_REPLICA
+                ? up_pool_acquire_read(pool, s->user, s->database, on_acquired, s)
+                : up_pool_acquire(pool, s->user, s->database, on_acquired, s);
         }
-        if (!r->conn) return r->acquire_failed ? relay_message(s, upstream, type, body, len, ps)
-                                               : SESS_RETRY;
+        if (!r->conn) return r->acquire_failed
+                             ? relay_message_routed(s, upstream, route, type, body, len, ps)
+                             : SESS_RETRY;
     }
     forward(s, type, body, len, ps);
     return SESS_OK;
+}
+
+SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *body, size_t len,
+                         Prepared *ps)
+{
+    return relay_message_routed(s, upstream, ps ? ps->target.route : -1, type, body, len, ps);
 }
 
 void relay_batch_end(Session *s)

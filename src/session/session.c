@@ -98,6 +98,7 @@ static void portal_free(Portal *p)
     for (uint16_t i = 0; i < p->n_params; i++) free(p->params[i]);
     free(p->params);
     free(p->formats);
+    free(p->cop);
     rq_result_free(&p->res);
     free(p);
 }
@@ -153,6 +154,7 @@ static void end_xact(Session *s, int commit)
     s->xact_target = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
     clear_savepoints(s);
     s->xact = 'I';
+    cursor_xact_end(s, commit);
     /* portals live until their transaction ends, as in Postgres; not right
      * here, though: the portal running this COMMIT is still in use */
     s->drop_portals = 1;
@@ -165,6 +167,7 @@ static LocalCtx local_ctx(Session *s, const char *sql)
         .settings = &s->settings, .user = s->user, .database = s->database,
         .server_version = s->cfg->server_version, .pid = s->pid,
         .in_xact = s->xact != 'I', .sql = sql,
+        .view = cursor_view, .view_ud = s,
     };
 }
 
@@ -226,6 +229,7 @@ static int run_xact(Session *s, const RouteStmt *st, RqResult *res, RqError *err
         /* RELEASE drops the savepoint and newer ones; ROLLBACK TO keeps it */
         size_t keep = !strcmp(kind, "TRANS_STMT_RELEASE") ? i - 1 : i;
         while (s->n_savepoints > keep) free(s->savepoints[--s->n_savepoints]);
+        cursor_savepoint_end(s, keep, !strcmp(kind, "TRANS_STMT_ROLLBACK_TO"));
         if (!strcmp(kind, "TRANS_STMT_ROLLBACK_TO")) s->xact = 'T';
         rq_result_set_tag(res, !strcmp(kind, "TRANS_STMT_RELEASE") ? "RELEASE" : "ROLLBACK");
         return 0;
@@ -254,6 +258,7 @@ static int run_utility(Session *s, const RouteStmt *st, RqResult *res, RqError *
             sess_settings_reset_all(&s->settings, 0);
             drop_all_portals(s);
             drop_all_stmts(s);
+            cursor_close_all(s);
             rq_result_set_tag(res, "DISCARD ALL");
         } else {
             /* plans, sequences and temp tables: the gateway holds none */
@@ -278,7 +283,7 @@ static int run_utility(Session *s, const RouteStmt *st, RqResult *res, RqError *
         rq_result_set_tag(res, "DEALLOCATE");
         return 0;
     }
-    return 1;   /* not ours */
+    return cursor_run_local(s, st, res, err);
 }
 
 /* Whether a statement can be answered at all, decided when it is parsed. */
@@ -286,6 +291,8 @@ static int stmt_answerable(Session *s, const RouteStmt *st, const char *sql, RqE
 {
     if (st->kind == STMT_TRANSACTION || local_handles(st)) return 1;
     if (!strcmp(st->node_type, "DiscardStmt") || !strcmp(st->node_type, "DeallocateStmt")) return 1;
+    /* FETCH/CLOSE of a cursor the gateway does not hold: 34000 when run */
+    if (!strcmp(st->node_type, "FetchStmt") || !strcmp(st->node_type, "ClosePortalStmt")) return 1;
     LocalCtx ctx = local_ctx(s, sql);
     local_no_route(&ctx, st, err);
     return 0;
@@ -328,8 +335,8 @@ static void complete(Session *s, const RqResult *res, size_t rows)
 
 /* ---- routing ---- */
 
-/* Pick the target of a statement (st NULL: not parsed). */
-static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
+/* The route file's choice for a statement (st NULL: not parsed). */
+static int decide_route(Session *s, const RouteStmt *st, Target *t, RqError *err)
 {
     *t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
     RouteTable *rt = s->env->routes;
@@ -366,6 +373,14 @@ static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
     return 0;
 }
 
+/* Pick the target of a statement (st NULL: not parsed): the route file's
+ * choice, then the gateway's own cursors claim theirs. */
+static int decide(Session *s, const RouteStmt *st, Target *t, RqError *err)
+{
+    if (decide_route(s, st, t, err) < 0) return -1;
+    return st ? cursor_route(s, st, t, err) : 0;
+}
+
 static int same_target(const Target *a, const Target *b)
 {
     return a->kind == b->kind && a->index == b->index;
@@ -376,6 +391,8 @@ static int check_sticky(Session *s, const Target *t, RqError *err)
 {
     if (s->xact == 'I') return 0;
     if (same_target(&s->xact_target, t)) return 0;
+    /* a cursor the gateway holds is read wherever the transaction went */
+    if (t->cursor == CURSOR_USE) return 0;
     if (s->xact_target.kind == TARGET_LOCAL && t->kind == TARGET_UPSTREAM && s->xact == 'T') {
         /* BEGIN was answered here; open the transaction where it will run */
         s->relay.need_begin = 1;
@@ -387,8 +404,9 @@ static int check_sticky(Session *s, const Target *t, RqError *err)
      * the gateway itself holds, but not inside an upstream's */
     if (t->kind == TARGET_PLUGIN && s->xact_target.kind == TARGET_LOCAL) return 0;
     rq_error_set(err, "25000", "statement routed to %s \"%s\" inside a transaction running on %s",
-                 t->kind == TARGET_UPSTREAM ? "upstream" : "target",
-                 t->kind == TARGET_UPSTREAM ? s->cfg->upstreams[t->index].name : "local",
+                 t->kind == TARGET_UPSTREAM ? "upstream" : t->kind == TARGET_PLUGIN ? "plugin" : "target",
+                 t->kind == TARGET_UPSTREAM ? s->cfg->upstreams[t->index].name
+                 : t->kind == TARGET_PLUGIN ? s->cfg->plugins[t->index].name : "local",
                  s->xact_target.kind == TARGET_UPSTREAM ? s->cfg->upstreams[s->xact_target.index].name
                                                         : "the gateway");
     rq_error_hint(err, "Finish the transaction first: a transaction cannot span two targets.");
@@ -409,20 +427,32 @@ static SessStatus wait_for_relay(Session *s)
 
 /* ---- plugin statements ---- */
 
-static void plug_error(Session *s, PlugQuery *q)
+void sess_plug_error(Session *s, PlugQuery *q, RqError *e)
 {
     const RqError *pe = plug_query_error(q);
-    RqError e = {0};
     if (s->plug.timed_out && pe && !strcmp(pe->sqlstate, "57014")) {
-        rq_error_set(&e, "57014", "canceling statement due to statement timeout");
-        send_error(s, &e);
+        rq_error_set(e, "57014", "canceling statement due to statement timeout");
         return;
     }
-    rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "XX000", "%s",
+    rq_error_set(e, pe && pe->sqlstate[0] ? pe->sqlstate : "XX000", "%s",
                  pe && pe->message ? pe->message : "plugin failed");
-    if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
-    if (pe && pe->hint) rq_error_hint(&e, "%s", pe->hint);
+    if (pe && pe->detail) rq_error_detail(e, "%s", pe->detail);
+    if (pe && pe->hint) rq_error_hint(e, "%s", pe->hint);
+}
+
+static void plug_error(Session *s, PlugQuery *q)
+{
+    RqError e = {0};
+    sess_plug_error(s, q, &e);
     send_error(s, &e);
+}
+
+/* The handler call the running plugin statement waits on. */
+static PlugQuery *plug_run_query(Session *s)
+{
+    PlugRun *pr = &s->plug;
+    if (pr->is_cursor) return cursor_running_query(s);
+    return pr->portal ? pr->portal->pq : pr->q;
 }
 
 static void plug_tag(Session *s, PlugQuery *q, size_t rows)
@@ -459,7 +489,7 @@ static void on_statement_timeout(uv_timer_t *t)
 {
     Session *s = t->data;
     PlugRun *pr = &s->plug;
-    PlugQuery *q = pr->portal ? pr->portal->pq : pr->q;
+    PlugQuery *q = plug_run_query(s);
     if (!pr->active || !q) return;
     pr->timed_out = 1;
     plug_query_cancel(q);
@@ -495,7 +525,20 @@ static PlugQuery *plug_start(Session *s, const Target *t, const char *sql, Porta
         .application_name = sess_settings_value(&s->settings, "application_name"),
         .route = t->route >= 0 ? s->cfg->routes[t->route].name : "",
         .session_id = s->pid,
+        .extended = portal != NULL || described != NULL,
     };
+    char ip[INET6_ADDRSTRLEN];
+    if (s->has_addr && s->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->addr;
+        uv_ip6_name(a, ip, sizeof ip);
+        ctx.client_addr = ip;
+        ctx.client_port = ntohs(a->sin6_port);
+    } else if (s->has_addr && s->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->addr;
+        uv_ip4_name(a, ip, sizeof ip);
+        ctx.client_addr = ip;
+        ctx.client_port = ntohs(a->sin_port);
+    }
     if (described) {
         /* Describe of a statement: no values yet, so every parameter is
          * NULL; handlers see ctx["describe"] and may answer columns only */
@@ -514,22 +557,83 @@ static PlugQuery *plug_start(Session *s, const Target *t, const char *sql, Porta
                             &ctx, 0, on_plug_ready, s);
 }
 
-/* Start the next statement of a simple Query, or finish it.  1 = finished. */
+PlugQuery *sess_plug_start(Session *s, const Target *t, const char *sql, Portal *portal)
+{
+    return plug_start(s, t, sql, portal, NULL);
+}
+
+/* One statement the gateway answers itself, answered in full.  -1: it
+ * failed, and its error is sent. */
+static int run_local_stmt(Session *s, const RouteStmt *st, const char *sql)
+{
+    RqError err = {0};
+    RqResult res;
+    rq_result_init(&res);
+    int rc = exec_stmt(s, st, sql, NULL, 0, NULL, &res, &err);
+    if (rc < 0) {
+        send_error(s, &err);
+    } else {
+        if (res.returns_rows) {
+            rq_result_describe(&res, NULL, 0, s->out);
+            rq_result_rows(&res, 0, res.n_rows, NULL, 0, s->out, &err);
+        }
+        complete(s, &res, res.n_rows);
+    }
+    rq_result_free(&res);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The simple Query is answered (or one of its statements failed). */
+static void plug_simple_end(Session *s)
+{
+    PlugRun *pr = &s->plug;
+    route_parse_free(&pr->parse);
+    free(pr->targets);
+    pr->targets = NULL;
+    free(pr->sql);
+    pr->sql = NULL;
+    pr->active = 0;
+    /* outside a block, a query string is a transaction of its own */
+    if (s->xact == 'I') cursor_sweep(s);
+    ready(s);
+}
+
+/* Start the next statement of a simple Query, or finish it.  1 = finished.
+ * The gateway's own answers (SET, BEGIN, COMMIT...) between plugin
+ * statements run right here. */
 static int plug_simple_next(Session *s)
 {
     PlugRun *pr = &s->plug;
-    if (pr->next_stmt >= pr->parse.n) {
-        route_parse_free(&pr->parse);
-        pr->active = 0;
-        ready(s);
-        return 1;
+    while (pr->next_stmt < pr->parse.n) {
+        size_t i = pr->next_stmt++;
+        const RouteStmt *st = &pr->parse.stmts[i];
+        const Target *t = pr->targets ? &pr->targets[i] : &pr->target;
+        pr->need_rowdesc = 1;
+        pr->rows = 0;
+        pr->is_cursor = 0;
+        pr->cursor = NULL;
+        if (t->kind != TARGET_PLUGIN) {
+            if (run_local_stmt(s, st, pr->sql) < 0) break;
+            continue;
+        }
+        if (t->cursor)
+            cursor_begin(s, st, pr->parse.n == 1 && pr->sql ? pr->sql : st->text);
+        else
+            pr->q = plug_start(s, t, st->text, NULL, NULL);
+        arm_statement_timeout(s);
+        return 0;
     }
-    const RouteStmt *st = &pr->parse.stmts[pr->next_stmt++];
-    pr->q = plug_start(s, &pr->target, st->text, NULL, NULL);
-    arm_statement_timeout(s);
-    pr->need_rowdesc = 1;
-    pr->rows = 0;
-    return 0;
+    plug_simple_end(s);
+    return 1;
+}
+
+/* The running plugin statement failed; its error is sent. */
+static void plug_run_failed(Session *s)
+{
+    PlugRun *pr = &s->plug;
+    pr->active = 0;
+    if (pr->simple) plug_simple_end(s);
+    else s->skip_to_sync = 1;
 }
 
 /* Move the running plugin statement forward as far as it can go now.
@@ -538,6 +642,22 @@ static int plug_pump(Session *s)
 {
     PlugRun *pr = &s->plug;
     while (pr->active) {
+        if (pr->is_cursor) {
+            RqError err = {0};
+            int rc = cursor_pump(s, &err);
+            if (rc == 0) return 0;
+            if (rc < 0) {
+                send_error(s, &err);
+                plug_run_failed(s);
+                return 1;
+            }
+            if (!pr->simple) {
+                pr->active = 0;
+                return 1;
+            }
+            if (plug_simple_next(s)) return 1;
+            continue;
+        }
         PlugQuery *q = pr->portal ? pr->portal->pq : pr->q;
         PlugState st = plug_query_state(q);
         if (st == PLUG_RUNNING) return 0;
@@ -551,13 +671,7 @@ static int plug_pump(Session *s)
                 plug_query_free(pr->q);
                 pr->q = NULL;
             }
-            pr->active = 0;
-            if (pr->simple) {
-                route_parse_free(&pr->parse);
-                ready(s);
-            } else {
-                s->skip_to_sync = 1;
-            }
+            plug_run_failed(s);
             return 1;
         }
         const RqResult *cols = plug_query_columns(q);
@@ -641,25 +755,73 @@ static void plug_run_reset(Session *s)
     s->plug.timer = timer;
 }
 
-static SessStatus plug_simple_query(Session *s, RouteParse *parse, const Target *t)
+/* A statement libpg_query could not parse, as a one-statement RouteParse
+ * of kind "other", for a plugin that routes take it to. */
+static void unparsed_statement(const char *sql, RouteParse *out)
+{
+    memset(out, 0, sizeof *out);
+    out->stmts = xcalloc(1, sizeof *out->stmts);
+    out->n = 1;
+    out->stmts[0].kind = STMT_OTHER;
+    out->stmts[0].node_type = "";
+    out->stmts[0].text = xstrdup(sql);
+}
+
+/* The highest $n in sql outside '...' and "...".  Comments and dollar
+ * quotes are not recognized: the text is in the plugin's own dialect, and
+ * a count that comes out too high only makes Bind stricter. */
+static uint16_t text_param_count(const char *sql)
+{
+    unsigned maxn = 0;
+    char quote = 0;
+    for (const char *c = sql; *c; c++) {
+        if (quote) {
+            if (*c == quote) quote = 0;
+        } else if (*c == '\'' || *c == '"') {
+            quote = *c;
+        } else if (*c == '$' && c[1] >= '1' && c[1] <= '9') {
+            unsigned n = 0;
+            while (c[1] >= '0' && c[1] <= '9' && n <= WIRE_MAX_PARAMS) n = n * 10 + (unsigned)(*++c - '0');
+            if (n <= WIRE_MAX_PARAMS && n > maxn) maxn = n;
+        }
+    }
+    return (uint16_t)maxn;
+}
+
+/* targets: each statement's (owned from here on), or NULL: all go to t. */
+static SessStatus plug_simple_query(Session *s, RouteParse *parse, const Target *t,
+                                    Target *targets, const char *sql)
 {
     PlugRun *pr = &s->plug;
     plug_run_reset(s);
     pr->parse = *parse;
     memset(parse, 0, sizeof *parse);
     pr->target = *t;
+    pr->targets = targets;
+    pr->sql = xstrdup(sql);
     pr->simple = 1;
     pr->active = 1;
     if (pr->parse.n == 0) {
         wire_simple(s->out, 'I');
     }
     if (plug_simple_next(s)) return SESS_OK;
-    return SESS_WAIT;
+    /* a cursor statement may be answered at once */
+    return plug_wait_or_done(s);
 }
 
 static SessStatus plug_execute(Session *s, Portal *p, int32_t max_rows)
 {
     PlugRun *pr = &s->plug;
+    if (p->ps->target.cursor) {
+        plug_run_reset(s);
+        pr->portal = p;
+        pr->target = p->ps->target;
+        pr->max_rows = max_rows;
+        pr->active = 1;
+        cursor_begin(s, &p->ps->parse.stmts[0], p->ps->sql);
+        arm_statement_timeout(s);
+        return plug_wait_or_done(s);
+    }
     if (!p->pq) {
         if (p->ran) {
             /* a completed portal has nothing more to give */
@@ -703,33 +865,29 @@ static SessStatus plug_describe(Session *s, Prepared *ps, Portal *p)
 
 /* ---- simple query ---- */
 
-static SessStatus relay_query(Session *s, int upstream, const uint8_t *body, size_t len, const char *sql)
+static SessStatus relay_query(Session *s, const Target *t, const uint8_t *body, size_t len, const char *sql)
 {
-    SessStatus st = relay_message(s, upstream, 'Q', body, len, NULL);
+    SessStatus st = relay_message_routed(s, t->index, t->route, 'Q', body, len, NULL);
     if (st == SESS_OK) relay_note_query(s, sql);
     return st;
 }
 
 static void run_local_query(Session *s, const char *sql, RouteParse *parse)
 {
-    RqError err = {0};
     if (parse->n == 0) wire_simple(s->out, 'I');
-    for (size_t i = 0; i < parse->n; i++) {
-        RqResult res;
-        rq_result_init(&res);
-        if (exec_stmt(s, &parse->stmts[i], sql, NULL, 0, NULL, &res, &err) < 0) {
-            rq_result_free(&res);
-            send_error(s, &err);
-            break;
-        }
-        if (res.returns_rows) {
-            rq_result_describe(&res, NULL, 0, s->out);
-            rq_result_rows(&res, 0, res.n_rows, NULL, 0, s->out, &err);
-        }
-        complete(s, &res, res.n_rows);
-        rq_result_free(&res);
-    }
+    for (size_t i = 0; i < parse->n; i++)
+        if (run_local_stmt(s, &parse->stmts[i], sql) < 0) break;
     ready(s);
+}
+
+/* Statements of one query string run together when they go to the same
+ * upstream, or all to the gateway: its own answers, plugins and cursors
+ * one after another. */
+static int share_string(const Target *a, const Target *b)
+{
+    if (same_target(a, b)) return 1;
+    return (a->kind == TARGET_LOCAL || a->kind == TARGET_PLUGIN) &&
+           (b->kind == TARGET_LOCAL || b->kind == TARGET_PLUGIN);
 }
 
 static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
@@ -752,11 +910,11 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         return SESS_OK;
     }
     rq_error_free(&err);
-    if (!needs_parse(s)) {
+    if (!needs_parse(s) && !s->cursors) {
         /* no route looks inside statements: route without parsing */
         if (decide(s, NULL, &t, &err) == 0 && t.kind == TARGET_UPSTREAM) {
             if (check_sticky(s, &t, &err) < 0) goto fail;
-            return relay_query(s, t.index, body, len, sql);
+            return relay_query(s, &t, body, len, sql);
         }
         rq_error_free(&err);
     }
@@ -766,7 +924,17 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         if (decide(s, NULL, &t, &e2) == 0 && t.kind == TARGET_UPSTREAM) {
             rq_error_free(&err);
             if (check_sticky(s, &t, &err) < 0) goto fail;
-            return relay_query(s, t.index, body, len, sql);
+            return relay_query(s, &t, body, len, sql);
+        }
+        if (!rq_error_is_set(&e2) && t.kind == TARGET_PLUGIN && !relay_busy(s)) {
+            /* a plugin may speak another dialect (SQLite, its own
+             * commands): it gets the text as one statement and judges it */
+            rq_error_free(&err);
+            if (check_sticky(s, &t, &err) < 0) goto fail;
+            unparsed_statement(sql, &parse);
+            drop_portal(s, "");
+            drop_stmt(s, "");
+            return plug_simple_query(s, &parse, &t, NULL, sql);
         }
         rq_error_free(&e2);
         if (relay_busy(s)) {
@@ -776,30 +944,45 @@ static SessStatus handle_query(Session *s, const uint8_t *body, size_t len)
         goto fail;
     }
     t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+    Target *targets = xcalloc(parse.n ? parse.n : 1, sizeof *targets);
     for (size_t i = 0; i < parse.n; i++) {
         Target ti;
         if (decide(s, &parse.stmts[i], &ti, &err) < 0) break;
-        if (i > 0 && !same_target(&ti, &t)) {
+        cursor_route_string(&parse, i, targets, &ti);
+        targets[i] = ti;
+        if (i > 0 && !share_string(&ti, &t)) {
             rq_error_set(&err, "0A000", "the statements of this query string go to different targets");
             rq_error_hint(&err, "Send them as separate queries.");
             break;
         }
-        t = ti;
+        /* the first plugin statement decides where the string may run
+         * (one on a cursor already open runs anywhere) */
+        if (i == 0 || (ti.kind == TARGET_PLUGIN &&
+                       (t.kind != TARGET_PLUGIN || (t.cursor == CURSOR_USE && ti.cursor != CURSOR_USE))))
+            t = ti;
     }
     if (!rq_error_is_set(&err) && t.kind == TARGET_UPSTREAM) {
+        if (check_sticky(s, &t, &err) < 0) {
+            free(targets);
+            route_parse_free(&parse);
+            goto fail;
+        }
+        for (size_t i = 0; i < parse.n; i++) cursor_note_relayed(s, &parse.stmts[i]);
+        free(targets);
         route_parse_free(&parse);
-        if (check_sticky(s, &t, &err) < 0) goto fail;
-        return relay_query(s, t.index, body, len, sql);
+        return relay_query(s, &t, body, len, sql);
     }
     if (!rq_error_is_set(&err) && t.kind == TARGET_PLUGIN && !relay_busy(s)) {
         if (check_sticky(s, &t, &err) < 0) {
+            free(targets);
             route_parse_free(&parse);
             goto fail;
         }
         drop_portal(s, "");
         drop_stmt(s, "");
-        return plug_simple_query(s, &parse, &t);
+        return plug_simple_query(s, &parse, &t, targets, sql);
     }
+    free(targets);
     if (relay_busy(s)) {
         route_parse_free(&parse);
         rq_error_free(&err);
@@ -891,7 +1074,7 @@ static void visit_plug_params(const char *key, json_t *v, void *ctx)
 
 static void plug_infer_types(Session *s, Prepared *p)
 {
-    if (!p->parse.n || !s->env->plugins) return;
+    if (!p->parse.n || !p->parse.stmts[0].node || !s->env->plugins) return;
     PlugInfer pi = { .s = s, .ps = p, .plugin = s->cfg->plugins[p->target.index].name,
                      .declared = p->decl_types, .n_declared = p->n_decl,
                      .types = p->types, .n = p->n_params };
@@ -917,17 +1100,21 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
     Prepared *p = xcalloc(1, sizeof *p);
     p->refs = 1;
     int parsed = 0;
-    if (!needs_parse(s)) {
+    if (!needs_parse(s) && !s->cursors) {
         if (decide(s, NULL, &t, err) < 0) goto fail;
     } else {
         parsed = route_parse(m.query, &p->parse, err) == 0;
         if (!parsed) {
             RqError e2 = {0};
-            if (decide(s, NULL, &t, &e2) < 0 || t.kind != TARGET_UPSTREAM) {
+            if (decide(s, NULL, &t, &e2) < 0 || (t.kind != TARGET_UPSTREAM && t.kind != TARGET_PLUGIN)) {
                 rq_error_free(&e2);
                 goto fail;
             }
-            rq_error_free(err);     /* the upstream reports the syntax error */
+            rq_error_free(err);     /* the upstream or plugin judges the text */
+            if (t.kind == TARGET_PLUGIN) {
+                unparsed_statement(m.query, &p->parse);
+                parsed = 1;
+            }
         } else {
             if (p->parse.n > 1) {
                 rq_error_set(err, "42601", "cannot insert multiple commands into a prepared statement");
@@ -939,6 +1126,8 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
     if (t.kind != TARGET_UPSTREAM && !parsed) {
         parsed = route_parse(m.query, &p->parse, err) == 0;
         if (!parsed) goto fail;
+        /* routed unparsed: the gateway's cursor statements are still its own */
+        if (p->parse.n && cursor_route(s, &p->parse.stmts[0], &t, err) < 0) goto fail;
     }
     p->parsed = parsed;
     p->target = t;
@@ -993,6 +1182,12 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
     if (st && t.kind != TARGET_PLUGIN && !stmt_answerable(s, st, p->sql, err)) goto fail;
     uint32_t *types = xmalloc(WIRE_MAX_PARAMS * sizeof *types);
     local_param_types(st, p->decl_types, p->n_decl, types, &p->n_params);
+    if (st && !st->node) {
+        /* unparsed text for a plugin: its $n are the parameters */
+        uint16_t n = text_param_count(st->text);
+        for (uint16_t i = p->n_params; i < n; i++) types[i] = PGT_TEXT;
+        if (n > p->n_params) p->n_params = n;
+    }
     p->types = xrealloc(types, (p->n_params ? p->n_params : 1) * sizeof *types);
     if (t.kind == TARGET_PLUGIN) plug_infer_types(s, p);
     if (!m.name[0]) drop_stmt(s, "");
@@ -1024,7 +1219,7 @@ static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
         aborted_error(err);
         return -1;
     }
-    if (m->portal[0] && find_portal(s, m->portal)) {
+    if (m->portal[0] && (find_portal(s, m->portal) || cursor_exists(s, m->portal))) {
         rq_error_set(err, "42P03", "cursor \"%s\" already exists", m->portal);
         return -1;
     }
@@ -1168,12 +1363,30 @@ static SessStatus handle_describe(Session *s, const uint8_t *body, size_t len, R
             return SESS_OK;
         }
         wire_parameter_description(s->out, ps->types, ps->n_params);
+        if (ps->target.kind == TARGET_PLUGIN && ps->parse.n && ps->target.cursor) {
+            cursor_describe(s, ps, NULL, err);
+            return SESS_OK;
+        }
         if (ps->target.kind == TARGET_PLUGIN && ps->parse.n) return plug_describe(s, ps, NULL);
         describe_stmt(s, ps, NULL, 0, err);
         return SESS_OK;
     }
     if (!p) {
+        /* a cursor DECLAREd in SQL is a portal too (psycopg describes it):
+         * the gateway's own, or one on the upstream the session is on */
+        if (cursor_describe_portal(s, m.name, err)) return SESS_OK;
+        int up = s->xact != 'I' && s->xact_target.kind == TARGET_UPSTREAM ? s->xact_target.index
+               : s->relay.conn && s->relay.pinned ? s->relay.upstream : -1;
+        if (up >= 0) {
+            SessStatus st = relay_message(s, up, 'D', body, len, NULL);
+            if (st == SESS_OK) s->batch_upstream = 1;
+            return st;
+        }
         rq_error_set(err, "34000", "portal \"%s\" does not exist", m.name);
+        return SESS_OK;
+    }
+    if (ps->target.kind == TARGET_PLUGIN && ps->parse.n && ps->target.cursor) {
+        cursor_describe(s, ps, p, err);
         return SESS_OK;
     }
     if (ps->target.kind == TARGET_PLUGIN && ps->parse.n) return plug_describe(s, ps, p);
@@ -1226,9 +1439,20 @@ static SessStatus handle_execute(Session *s, const uint8_t *body, size_t len, Rq
     if (p && p->ps->target.kind == TARGET_UPSTREAM) {
         SessStatus st = relay_message(s, p->ps->target.index, 'E', body, len, p->ps);
         if (st == SESS_OK) s->batch_upstream = 1;
+        if (st == SESS_OK && p->ps->parse.n) cursor_note_relayed(s, &p->ps->parse.stmts[0]);
         return st;
     }
     if (relay_busy(s)) return wait_for_relay(s);
+    if (!p && cursor_exists(s, m.portal)) {
+        /* a cursor DECLAREd in SQL is a portal the protocol can run too */
+        PlugRun *pr = &s->plug;
+        plug_run_reset(s);
+        pr->max_rows = m.max_rows;
+        pr->active = 1;
+        cursor_begin(s, NULL, m.portal);
+        arm_statement_timeout(s);
+        return plug_wait_or_done(s);
+    }
     if (!p) {
         rq_error_set(err, "34000", "portal \"%s\" does not exist", m.portal);
         return SESS_OK;
@@ -1259,6 +1483,7 @@ static SessStatus handle_close(Session *s, const uint8_t *body, size_t len, RqEr
         s->batch_upstream = 1;
     } else {
         if (relay_busy(s)) return wait_for_relay(s);
+        if (m.kind == 'P' && !p) cursor_close_portal(s, m.name);
         wire_simple(s->out, '3');
     }
     if (m.kind == 'S') drop_stmt(s, m.name);
@@ -1326,6 +1551,8 @@ static SessStatus dispatch(Session *s, uint8_t type, const uint8_t *body, size_t
 SessStatus sess_handle(Session *s, uint8_t type, const uint8_t *body, size_t len)
 {
     if (type == 'X') return SESS_CLOSE;
+    /* a transaction ended, maybe on an upstream: its cursors went with it */
+    if (s->cursors && s->xact == 'I') cursor_sweep(s);
     s->in_handle = 1;
     SessStatus st = dispatch(s, type, body, len);
     s->in_handle = 0;
@@ -1368,6 +1595,7 @@ Session *sess_new(const SessInit *init, Buf *out, RqError *err)
     relay_init(&s->relay);
     SettingsInit si = {
         .user = s->user, .server_version = s->cfg->server_version,
+        .accept_unknown = s->cfg->accept_unknown_settings,
         .keys = init->keys, .vals = init->vals, .n = init->n,
     };
     if (sess_settings_init(&s->settings, &si, err) < 0) {
@@ -1389,6 +1617,9 @@ void sess_free(Session *s)
     if (s->plug.q) plug_query_free(s->plug.q);
     if (s->plug.timer) uv_close((uv_handle_t *)s->plug.timer, free_closed_timer);
     route_parse_free(&s->plug.parse);
+    free(s->plug.targets);
+    free(s->plug.sql);
+    cursor_close_all(s);
     if (s->env->plugins && s->cfg->n_plugins) plug_engine_session_end(s->env->plugins, s->pid);
     relay_detach(s, s->xact == 'I');
     relay_free_settings(s);
@@ -1412,7 +1643,7 @@ void sess_cancel(Session *s)
     relay_cancel(s);
     PlugRun *pr = &s->plug;
     if (pr->active) {
-        PlugQuery *q = pr->portal ? pr->portal->pq : pr->q;
+        PlugQuery *q = plug_run_query(s);
         if (q) plug_query_cancel(q);
     }
 }

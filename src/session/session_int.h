@@ -19,7 +19,12 @@ typedef struct Target {
     CfgTargetKind kind;
     int index;          /* upstream or plugin index in cfg; -1 otherwise */
     int route;          /* route index that chose it, -1 when none did */
+    int cursor;         /* CURSOR_*: a cursor statement cursor.c runs, not the handler */
 } Target;
+
+/* Target.cursor: a DECLARE whose query goes to a plugin, or a FETCH, MOVE
+ * or CLOSE of a cursor the gateway holds. */
+enum { CURSOR_NONE = 0, CURSOR_DECLARE, CURSOR_USE };
 
 typedef struct Prepared {
     char *name;
@@ -47,8 +52,37 @@ typedef struct Portal {
     int ran;
     size_t pos;                 /* next row to send */
     struct PlugQuery *pq;       /* plugin statements: the running handler call (owned) */
+    struct CursorOp *cop;       /* a FETCH suspended by Execute's row limit: where it stands (owned) */
     struct Portal *next;
 } Portal;
+
+/* A SQL cursor over a plugin (DECLARE ... CURSOR FOR a query routed to a
+ * plugin; cursor.c): the handler's result stream kept open, which FETCH and
+ * MOVE pull from, forward only. */
+typedef struct Cursor {
+    char *name;
+    char *statement;            /* pg_cursors.statement: the DECLARE as sent */
+    struct PlugQuery *q;        /* the stream (owned); NULL once it failed */
+    Target target;              /* the plugin and route of its query */
+    int holdable;               /* WITH HOLD: outlives its transaction */
+    int binary;                 /* BINARY: the stream is encoded in binary */
+    int in_xact;                /* declared in the current transaction */
+    size_t depth;               /* savepoints open when it was declared */
+    uint64_t pos;               /* rows moved over: the cursor's position */
+    int past_end;               /* a fetch ran out of rows */
+    int64_t created_us;         /* creation_time, Unix microseconds */
+    struct Cursor *next;
+} Cursor;
+
+/* One DECLARE, FETCH, MOVE or CLOSE being answered (cursor.c). */
+typedef struct CursorOp {
+    uint8_t kind;               /* 'D' 'F' 'M' 'C' */
+    int started;                /* checked and set up */
+    int on_row;                 /* MOVE FORWARD 0: only says whether it is on a row */
+    uint64_t skip;              /* rows to pass over first (ABSOLUTE, RELATIVE) */
+    uint64_t want;              /* rows to return or move over; UINT64_MAX = ALL */
+    uint64_t done;              /* rows returned or moved over so far */
+} CursorOp;
 
 /* A plugin statement being answered: a simple Query's statements one after
  * another, or one Describe/Execute of the extended protocol. */
@@ -67,6 +101,13 @@ typedef struct PlugRun {
     Target target;
     struct uv_timer_s *timer;   /* statement_timeout (owned; closed with the session) */
     int timed_out;
+    Target *targets;            /* simple Query: each statement's own target (owned) */
+    char *sql;                  /* simple Query: its text (owned) */
+    int is_cursor;              /* running a cursor statement (cursor.c) */
+    const RouteStmt *cursor_st; /* that statement (borrowed) */
+    const char *cursor_sql;     /* the text it came from (borrowed) */
+    Cursor *cursor;             /* its cursor; a DECLARE's own until it succeeds */
+    CursorOp cop;
 } PlugRun;
 
 /* What to do with the server's answer to one relayed client message. */
@@ -133,6 +174,7 @@ struct Session {
     size_t n_savepoints;
     Relay relay;
     PlugRun plug;
+    Cursor *cursors;            /* open SQL cursors over plugins (owned) */
     /* Settings the client gave upstream servers (startup packet, then SET
      * statements), replayed on each pooled server it lands on: one
      * "SET name = value" statement per setting, in order. */
@@ -149,6 +191,11 @@ void relay_init(Relay *r);
  * acquired.  ps: the statement a Parse/Bind/Describe refers to, if named. */
 SessStatus relay_message(Session *s, int upstream, uint8_t type, const uint8_t *body, size_t len,
                          Prepared *ps);
+/* The same with the route that chose the statement (for a simple Query,
+ * which has no Prepared to carry it): its read_from decides whether a
+ * plain read may run on a replica. */
+SessStatus relay_message_routed(Session *s, int upstream, int route, uint8_t type,
+                                const uint8_t *body, size_t len, Prepared *ps);
 /* Whether server answers are still outstanding. */
 int relay_busy(const Session *s);
 /* Close out the relay: give the connection back (reusable when idle). */
@@ -168,5 +215,56 @@ void relay_free_settings(Session *s);
 void relay_batch_end(Session *s);
 /* The session finished with a message synchronously or asynchronously. */
 void sess_done_waiting(Session *s);
+
+/* session.c, for cursor.c: start a handler call for sql with the portal's
+ * parameters and result formats (portal NULL: none, text), and the error a
+ * failed handler call reports. */
+struct PlugQuery *sess_plug_start(Session *s, const Target *t, const char *sql, Portal *portal);
+void sess_plug_error(Session *s, struct PlugQuery *q, RqError *err);
+
+/* cursor.c: SQL cursors over plugins. */
+/* Adjust the target decide() picked for a parsed statement: a DECLARE
+ * routed to a plugin and FETCH/MOVE/CLOSE of the gateway's cursors are
+ * cursor statements; a SELECT of pg_catalog.pg_cursors is answered locally
+ * when the gateway holds cursors (or nothing else would answer it).
+ * Returns -1 with err set to refuse the statement. */
+int cursor_route(Session *s, const RouteStmt *st, Target *t, RqError *err);
+/* In a simple Query string: FETCH/MOVE/CLOSE of a cursor an earlier
+ * statement of the string declares goes where that DECLARE goes. */
+void cursor_route_string(const RouteParse *parse, size_t i, const Target *targets, Target *t);
+/* Set up s->plug (its portal, row limit and simple flag already set) to
+ * run cursor statement st; sql: the text it came from, read by the first
+ * cursor_pump.  st NULL: an Execute of the cursor named sql itself. */
+void cursor_begin(Session *s, const RouteStmt *st, const char *sql);
+/* Move the running cursor statement forward: 0 = waiting for the handler
+ * or the client, 1 = answered, -1 = failed with err set (nothing sent). */
+int cursor_pump(Session *s, RqError *err);
+/* The handler call a running cursor statement waits on, or NULL. */
+struct PlugQuery *cursor_running_query(Session *s);
+/* Describe of a cursor statement's portal (p) or prepared statement (p
+ * NULL): RowDescription for a FETCH, else NoData. */
+int cursor_describe(Session *s, const Prepared *ps, const Portal *p, RqError *err);
+/* Protocol-level Describe/Close of portal `name` that is a SQL cursor:
+ * 1 = done, 0 = no such cursor. */
+int cursor_describe_portal(Session *s, const char *name, RqError *err);
+int cursor_close_portal(Session *s, const char *name);
+int cursor_exists(const Session *s, const char *name);
+/* Transaction boundaries: COMMIT keeps WITH HOLD cursors, ROLLBACK also
+ * drops those declared in the transaction; a savepoint rolled back drops
+ * the cursors declared after it. */
+void cursor_xact_end(Session *s, int commit);
+void cursor_savepoint_end(Session *s, size_t keep, int rollback);
+/* The session is outside a transaction (however it ended, e.g. upstream):
+ * no cursor WITHOUT HOLD survives that. */
+void cursor_sweep(Session *s);
+/* FETCH/CLOSE that reached the local engine (no cursor of the gateway's
+ * and no route): 34000, or CLOSE ALL.  1 = not a cursor statement. */
+int cursor_run_local(Session *s, const RouteStmt *st, RqResult *res, RqError *err);
+/* A statement relayed upstream: CLOSE ALL closes the gateway's too. */
+void cursor_note_relayed(Session *s, const RouteStmt *st);
+/* CLOSE ALL, DISCARD ALL, the session's end. */
+void cursor_close_all(Session *s);
+/* Rows of the pg_cursors view (the local engine's view callback). */
+void cursor_view(void *session, const char *view, RqResult *out);
 
 #endif

@@ -282,7 +282,7 @@ static Setting *touch(SessSettings *s, const char *name, RqError *err)
     Setting *st = find(s, name);
     if (st) return st;
     const SettingDef *d = find_def(name);
-    if (!d && !strchr(name, '.')) {
+    if (!d && !strchr(name, '.') && !s->accept_unknown) {
         unknown_setting(err, name);
         return NULL;
     }
@@ -302,6 +302,7 @@ int sess_settings_init(SessSettings *s, const SettingsInit *init, RqError *err)
     memset(s, 0, sizeof *s);
     s->user = init->user;
     s->server_version = init->server_version;
+    s->accept_unknown = init->accept_unknown;
     /* startup-packet settings become the session's RESET values */
     for (size_t i = 0; i < init->n; i++) {
         Setting *st = touch(s, init->keys[i], err);
@@ -392,7 +393,7 @@ int sess_settings_set(SessSettings *s, const char *name, const char *value,
     /* outside a transaction block, SET LOCAL has no effect (Postgres warns) */
     if (is_local && !in_xact) {
         free(v);
-        if (!d && !strchr(name, '.')) {
+        if (!d && !strchr(name, '.') && !s->accept_unknown) {
             unknown_setting(err, name);
             return -1;
         }

@@ -38,11 +38,13 @@ typedef struct SessSettings {
     size_t n;
     const char *user;           /* borrowed from the session: session_authorization */
     const char *server_version; /* borrowed from the configuration */
+    int accept_unknown;         /* any name is a custom setting */
 } SessSettings;
 
 typedef struct SettingsInit {
     const char *user;
     const char *server_version;
+    int accept_unknown;
     const char *const *keys;    /* startup packet parameters (other than user/database) */
     const char *const *vals;
     size_t n;

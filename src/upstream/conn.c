@@ -259,7 +259,12 @@ static int wants_read(const UpConn *c)
     case UPC_RESETTING:
         return 1;
     case UPC_ACTIVE:
-        return c->attached && !c->paused;
+        /* Also between acquire and attach and between detach and release:
+         * those come and go within one loop turn, and every change of the
+         * poll set costs epoll_ctl calls (libuv re-adds the descriptor on
+         * each uv_poll_start), several per transaction otherwise.  Data that
+         * arrives with nobody attached parks the read until attach. */
+        return !c->paused && !c->read_parked;
     default:
         return 0;
     }
@@ -290,7 +295,8 @@ static void update_poll(UpConn *c)
     int ev = 0;
     if (!c->dead) {
         if (wants_read(c)) ev |= read_waits_for(c);
-        if (out_pending(c)) ev |= write_waits_for(c);
+        /* a corked connection writes when uncorked, not when writable */
+        if (out_pending(c) && !c->corked) ev |= write_waits_for(c);
     }
     int r = poll_set(c, ev);
     if (r < 0) broken(c, NULL, "could not watch the server connection: %s", uv_strerror(r));
@@ -654,6 +660,10 @@ static void read_some(UpConn *c)
     uint8_t buf[READ_CHUNK];
     for (int i = 0;; i++) {
         if (c->dead || c->destroy_pending || !wants_read(c)) return;
+        if (c->state == UPC_ACTIVE && !c->attached) {
+            c->read_parked = 1;     /* io_leave stops polling until attach */
+            return;
+        }
         if (i >= READS_PER_WAKEUP && !(c->ssl && SSL_pending(c->ssl) > 0)) return;
         ssize_t n = raw_recv(c, buf, sizeof buf);
         if (n <= 0) return;
@@ -743,7 +753,7 @@ void upc_make_idle(UpConn *c)
 {
     uv_timer_stop(c->timer);
     memset(&c->cb, 0, sizeof c->cb);
-    c->attached = c->paused = 0;
+    c->attached = c->paused = c->read_parked = 0;
     c->idle_since_ms = uv_now(upool_loop(c->pool));
     update_poll(c);
     kick_if_ssl_pending(c);
@@ -761,7 +771,7 @@ void upc_start_reset(UpConn *c, const char *query, int timeout_ms)
     c->slot = NULL;
     c->slot_free = NULL;
     memset(&c->cb, 0, sizeof c->cb);
-    c->attached = c->paused = 0;
+    c->attached = c->paused = c->read_parked = 0;
     c->reset_failed = 0;
     buf_reset(&c->in);
     size_t m = wire_begin(&c->out, 'Q');
@@ -816,6 +826,7 @@ void up_conn_attach(UpConn *c, const UpConnCb *cb)
 {
     c->cb = *cb;
     c->attached = 1;
+    c->read_parked = 0;
     update_poll(c);
     if (c->dead && !c->destroy_pending) {
         c->err_delivered = 0;

@@ -1,13 +1,19 @@
 /*
  * Upstream pools: who gets which server connection, and when connections
- * are opened and closed.  (conn.c holds the I/O of one connection.)
+ * are opened and closed.  (conn.c holds the I/O of one connection, health.c
+ * the health checks.)
  *
- * A pool has one key per (user, database) the conninfo leaves open - a
- * single key when it fixes both - and each key has the four lists of
- * connection states (connecting, idle, active, resetting) plus a FIFO of
- * waiters.  Counting is therefore by list length, and an admin view or the
- * stats are just walks.
+ * A pool has one or more hosts - the primary and its replicas - and each
+ * host has one key per (user, database) its conninfo leaves open - a single
+ * key when it fixes both.  Each key has the four lists of connection states
+ * (connecting, idle, active, resetting) plus a FIFO of waiters.  Counting is
+ * therefore by list length, and an admin view or the stats are just walks.
  *
+ *   host      up_pool_acquire uses the primary.  up_pool_acquire_read
+ *             picks the next healthy replica after the last one it picked
+ *             (round robin), or the primary when none is healthy; the
+ *             choice is made once per acquire, so under transaction
+ *             pooling every read transaction may land on another replica.
  *   acquire   idle connection (most recently used first: its backend has
  *             warm caches) handed out at once, synchronously; otherwise
  *             the acquirer queues and a connection is opened if the key is
@@ -24,13 +30,17 @@
  *   failure   a failed connect fails the longest waiter with libpq's error
  *             and opens again for the rest, so each acquirer gets an error
  *             from an attempt made while it waited; min_pool_size top-ups
- *             back off for RETRY_MS after a failure.
+ *             back off for RETRY_MS after a failure.  Except on a replica
+ *             whose server did not answer: the replica is marked down and
+ *             its waiters move to another host, so a reader never sees the
+ *             error of a replica it did not ask for.
  *   idle      idle connections keep a read watch: a server that closes them
  *             (restart, idle_session_timeout, pg_terminate_backend) is
  *             noticed and the connection discarded before anyone gets it.
  *   janitor   one unref'd repeating timer per pool closes idle connections
  *             beyond min_pool_size after idle_timeout, any idle one past
- *             lifetime, tops keys up to min_pool_size, and drops empty keys.
+ *             lifetime, tops keys up to min_pool_size (not on replicas that
+ *             are down), and drops empty keys.
  *
  * Callbacks (acquire results) may re-enter anything, including
  * up_pool_free; depth counts pool functions on the stack and the pool is
@@ -49,41 +59,6 @@
 #define DEFAULT_POOL_SIZE   20
 #define DEFAULT_CONNECT_MS  10000
 
-struct UpWait {
-    UpKey *key;
-    UpWait *prev, *next;
-    UpAcquireCb cb;
-    void *ud;
-    uv_timer_t *timer;          /* NULL without wait_timeout_ms; frees itself on close */
-};
-
-struct UpKey {
-    UpPool *pool;
-    UpKey *next;
-    char *user;                 /* NULL when fixed by the conninfo (or not given) */
-    char *database;
-    UpList connecting, idle, active, resetting;
-    UpWait *wait_head, *wait_tail;
-    int n_wait;
-    uint64_t retry_after_ms;
-};
-
-struct UpPool {
-    uv_loop_t *loop;
-    char *name;
-    char *conninfo;             /* may hold a password: never logged */
-    char *reset_query;
-    UpPoolOpts opts;
-    int fixed_user, fixed_db;
-    int connect_timeout_ms;
-    UpKey *keys;
-    uv_timer_t *janitor;        /* frees itself on close */
-    int n_conns;                /* every UpConn not yet freed, on a list or not */
-    int depth;
-    int freeing;
-    uint64_t total_acquired, total_opened, total_failed;
-};
-
 static void pool_free_now(UpPool *p);
 
 uv_loop_t *upool_loop(const UpPool *p) { return p->loop; }
@@ -99,6 +74,7 @@ static void free_handle(uv_handle_t *h)
 static UpList *list_of(UpConn *c)
 {
     UpKey *k = c->key;
+    if (!k) return NULL;
     switch (c->state) {
     case UPC_CONNECTING: return &k->connecting;
     case UPC_IDLE: return &k->idle;
@@ -142,12 +118,12 @@ static int key_total(const UpKey *k)
     return k->connecting.n + k->idle.n + k->active.n + k->resetting.n;
 }
 
-static void pool_enter(UpPool *p)
+void upool_enter(UpPool *p)
 {
     p->depth++;
 }
 
-static void pool_leave(UpPool *p)
+void upool_leave(UpPool *p)
 {
     if (--p->depth == 0 && p->freeing && p->n_conns == 0) pool_free_now(p);
 }
@@ -160,6 +136,17 @@ static void close_conn(UpConn *c)
 
 /* ---- waiters ---- */
 
+static void wait_link(UpKey *k, UpWait *w)
+{
+    w->key = k;
+    w->next = NULL;
+    w->prev = k->wait_tail;
+    if (k->wait_tail) k->wait_tail->next = w;
+    else k->wait_head = w;
+    k->wait_tail = w;
+    k->n_wait++;
+}
+
 static void wait_unlink(UpWait *w)
 {
     UpKey *k = w->key;
@@ -167,20 +154,28 @@ static void wait_unlink(UpWait *w)
     else k->wait_head = w->next;
     if (w->next) w->next->prev = w->prev;
     else k->wait_tail = w->prev;
+    w->prev = w->next = NULL;
     k->n_wait--;
+}
+
+static void wait_free(UpWait *w)
+{
+    wait_unlink(w);
     if (w->timer) {
         w->timer->data = NULL;
         uv_close((uv_handle_t *)w->timer, free_handle);
         w->timer = NULL;
     }
+    free(w->user);
+    free(w->database);
+    free(w);
 }
 
 static void wait_fail(UpWait *w, RqError *err)
 {
     UpAcquireCb cb = w->cb;
     void *ud = w->ud;
-    wait_unlink(w);
-    free(w);
+    wait_free(w);
     cb(ud, NULL, err);
 }
 
@@ -188,11 +183,10 @@ static void give(UpConn *c, UpWait *w)
 {
     UpAcquireCb cb = w->cb;
     void *ud = w->ud;
-    wait_unlink(w);
-    free(w);
+    wait_free(w);
     move_to(c, UPC_ACTIVE);
     upc_make_active(c);
-    c->pool->total_acquired++;
+    c->host->total_acquired++;
     cb(ud, c, NULL);
 }
 
@@ -201,16 +195,16 @@ static void on_wait_timeout(uv_timer_t *t)
     UpWait *w = t->data;
     if (!w) return;
     UpKey *k = w->key;
-    UpPool *p = k->pool;
+    UpPool *p = k->host->pool;
     RqError err = {0};
     rq_error_set(&err, "53300", "timed out waiting for a server connection from pool \"%s\"", p->name);
     rq_error_detail(&err, "Waited %d ms; %d of %d server connections were in use and %d were being opened.",
                     p->opts.wait_timeout_ms, k->active.n + k->resetting.n, p->opts.pool_size,
                     k->connecting.n);
     rq_error_hint(&err, "Raise pool_size or the wait timeout of this upstream, or keep transactions shorter.");
-    pool_enter(p);
+    upool_enter(p);
     wait_fail(w, &err);
-    pool_leave(p);
+    upool_leave(p);
     rq_error_free(&err);
 }
 
@@ -218,17 +212,19 @@ static void on_wait_timeout(uv_timer_t *t)
 
 static void open_conn(UpKey *k)
 {
-    UpPool *p = k->pool;
+    UpHost *h = k->host;
+    UpPool *p = h->pool;
     const char *kw[6], *vals[6];
     int n = 0;
     /* expand_dbname: the first "dbname" is the whole conninfo; keywords after
      * it override, and are given only for what the conninfo leaves open */
-    kw[n] = "dbname"; vals[n++] = p->conninfo;
-    if (!p->fixed_user && k->user) { kw[n] = "user"; vals[n++] = k->user; }
-    if (!p->fixed_db && k->database) { kw[n] = "dbname"; vals[n++] = k->database; }
+    kw[n] = "dbname"; vals[n++] = h->conninfo;
+    if (!h->fixed_user && k->user) { kw[n] = "user"; vals[n++] = k->user; }
+    if (!h->fixed_db && k->database) { kw[n] = "dbname"; vals[n++] = k->database; }
     kw[n] = "fallback_application_name"; vals[n++] = "riffq";
     kw[n] = NULL; vals[n] = NULL;
-    UpConn *c = upc_open(p, k, p->loop, kw, vals, p->connect_timeout_ms);
+    UpConn *c = upc_open(p, k, p->loop, kw, vals, h->connect_timeout_ms);
+    c->host = h;
     p->n_conns++;
     c->state = UPC_CONNECTING;
     list_push_front(&k->connecting, c);
@@ -237,7 +233,7 @@ static void open_conn(UpKey *k)
 /* Open connections for waiters that nothing in flight will serve. */
 static void dispatch(UpKey *k)
 {
-    UpPool *p = k->pool;
+    UpPool *p = k->host->pool;
     if (p->freeing) return;
     while (k->n_wait > k->connecting.n + k->resetting.n && key_total(k) < p->opts.pool_size)
         open_conn(k);
@@ -254,65 +250,7 @@ static void hand_on(UpConn *c)
     }
 }
 
-/* ---- events from conn.c ---- */
-
-void upool_connected(UpConn *c)
-{
-    UpPool *p = c->pool;
-    pool_enter(p);
-    p->total_opened++;
-    if (p->freeing) close_conn(c);
-    else hand_on(c);
-    pool_leave(p);
-}
-
-void upool_connect_failed(UpConn *c, RqError *err)
-{
-    UpPool *p = c->pool;
-    UpKey *k = c->key;
-    pool_enter(p);
-    p->total_failed++;
-    k->retry_after_ms = uv_now(p->loop) + RETRY_MS;
-    log_warn("upstream \"%s\": could not connect: %s", p->name, err->message);
-    close_conn(c);
-    if (k->wait_head && !p->freeing) wait_fail(k->wait_head, err);
-    dispatch(k);
-    pool_leave(p);
-}
-
-void upool_conn_lost(UpConn *c)
-{
-    UpPool *p = c->pool;
-    UpKey *k = c->key;
-    pool_enter(p);
-    log_info("upstream \"%s\": discarding idle server connection (pid %d): %s",
-             p->name, c->backend_pid, c->err.message ? c->err.message : "broken");
-    close_conn(c);
-    dispatch(k);
-    pool_leave(p);
-}
-
-void upool_reset_done(UpConn *c, int ok)
-{
-    UpPool *p = c->pool;
-    UpKey *k = c->key;
-    pool_enter(p);
-    if (!ok || c->dead || p->freeing) {
-        close_conn(c);
-        dispatch(k);
-    } else {
-        hand_on(c);
-    }
-    pool_leave(p);
-}
-
-void upool_conn_freed(UpPool *p)
-{
-    p->n_conns--;
-    if (p->depth == 0 && p->freeing && p->n_conns == 0) pool_free_now(p);
-}
-
-/* ---- keys ---- */
+/* ---- hosts ---- */
 
 static int same(const char *a, const char *b)
 {
@@ -320,18 +258,18 @@ static int same(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
-static UpKey *key_get(UpPool *p, const char *user, const char *database)
+static UpKey *key_get(UpHost *h, const char *user, const char *database)
 {
-    const char *u = p->fixed_user ? NULL : user;
-    const char *d = p->fixed_db ? NULL : database;
-    for (UpKey *k = p->keys; k; k = k->next)
+    const char *u = h->fixed_user ? NULL : user;
+    const char *d = h->fixed_db ? NULL : database;
+    for (UpKey *k = h->keys; k; k = k->next)
         if (same(k->user, u) && same(k->database, d)) return k;
     UpKey *k = xcalloc(1, sizeof *k);
-    k->pool = p;
+    k->host = h;
     k->user = u ? xstrdup(u) : NULL;
     k->database = d ? xstrdup(d) : NULL;
-    k->next = p->keys;
-    p->keys = k;
+    k->next = h->keys;
+    h->keys = k;
     return k;
 }
 
@@ -342,19 +280,173 @@ static void key_free(UpKey *k)
     free(k);
 }
 
+/* Where a read goes: the next healthy replica after the one picked last. */
+static UpHost *read_host(UpPool *p)
+{
+    for (size_t i = 0; i < p->n_hosts; i++) {
+        size_t j = (p->next_replica + i) % p->n_hosts;
+        UpHost *h = p->hosts[j];
+        if (h->role == UP_REPLICA && h->healthy) {
+            p->next_replica = j + 1;
+            return h;
+        }
+    }
+    return p->primary;
+}
+
+void upool_host_down(UpHost *h)
+{
+    UpPool *p = h->pool;
+    upool_enter(p);
+    for (UpKey *k = h->keys; k; k = k->next) {
+        /* the read watch would notice a closed socket, but not a server
+         * that stopped answering; nobody gets these any more anyway */
+        while (k->idle.head) close_conn(k->idle.head);
+        while (k->wait_head && !p->freeing) {
+            UpWait *w = k->wait_head;
+            wait_unlink(w);
+            UpHost *to = read_host(p);     /* never h: it is no longer healthy */
+            UpKey *nk = key_get(to, w->user, w->database);
+            wait_link(nk, w);
+            dispatch(nk);
+        }
+    }
+    upool_leave(p);
+}
+
+/* "host:port" as the conninfo names it, for logs and SHOW riffq.pools: the
+ * conninfo itself may hold a password. */
+static char *host_label(PQconninfoOption *info)
+{
+    const char *host = NULL, *addr = NULL, *port = NULL;
+    for (PQconninfoOption *o = info; o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (strcmp(o->keyword, "host") == 0) host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0) addr = o->val;
+        else if (strcmp(o->keyword, "port") == 0) port = o->val;
+    }
+    const char *h = host ? host : addr ? addr : "default";
+    return port ? xasprintf("%s:%s", h, port) : xstrdup(h);
+}
+
+static UpHost *host_new(UpPool *p, const UpHostSpec *spec, PQconninfoOption *info)
+{
+    UpHost *h = xcalloc(1, sizeof *h);
+    h->pool = p;
+    h->role = spec->role;
+    h->conninfo = xstrdup(spec->conninfo);
+    h->label = host_label(info);
+    h->healthy = 1;
+    int conninfo_timeout_s = 0;
+    for (PQconninfoOption *o = info; o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (strcmp(o->keyword, "user") == 0) h->fixed_user = 1;
+        else if (strcmp(o->keyword, "dbname") == 0) h->fixed_db = 1;
+        else if (strcmp(o->keyword, "connect_timeout") == 0) conninfo_timeout_s = atoi(o->val);
+    }
+    h->connect_timeout_ms = p->opts.connect_timeout_ms > 0 ? p->opts.connect_timeout_ms
+                          : conninfo_timeout_s > 0 ? conninfo_timeout_s * 1000
+                          : DEFAULT_CONNECT_MS;
+    return h;
+}
+
+static void host_free(UpHost *h)
+{
+    while (h->keys) {
+        UpKey *k = h->keys;
+        h->keys = k->next;
+        key_free(k);
+    }
+    explicit_bzero(h->conninfo, strlen(h->conninfo));
+    free(h->conninfo);
+    free(h->label);
+    free(h);
+}
+
 static void top_up(UpKey *k)
 {
-    UpPool *p = k->pool;
+    UpHost *h = k->host;
+    UpPool *p = h->pool;
     if (p->freeing || uv_now(p->loop) < k->retry_after_ms) return;
+    if (h->role == UP_REPLICA && !h->healthy) return;
     int target = p->opts.min_pool_size < p->opts.pool_size ? p->opts.min_pool_size : p->opts.pool_size;
     while (key_total(k) < target) open_conn(k);
+}
+
+/* ---- events from conn.c ---- */
+
+void upool_connected(UpConn *c)
+{
+    if (!c->key) {
+        uph_probe_done(c, NULL);
+        return;
+    }
+    UpPool *p = c->pool;
+    upool_enter(p);
+    c->host->total_opened++;
+    if (p->freeing) close_conn(c);
+    else hand_on(c);
+    upool_leave(p);
+}
+
+void upool_connect_failed(UpConn *c, RqError *err)
+{
+    if (!c->key) {
+        uph_probe_done(c, err);
+        return;
+    }
+    UpPool *p = c->pool;
+    UpHost *h = c->host;
+    UpKey *k = c->key;
+    upool_enter(p);
+    h->total_failed++;
+    k->retry_after_ms = uv_now(p->loop) + RETRY_MS;
+    log_warn("upstream \"%s\": could not connect to %s%s: %s", p->name,
+             h->role == UP_REPLICA ? "replica " : "", h->label, err->message);
+    close_conn(c);
+    /* a replica marked down takes its waiters elsewhere (upool_host_down) */
+    if (!uph_connect_failed(h, err) && k->wait_head && !p->freeing) wait_fail(k->wait_head, err);
+    dispatch(k);
+    upool_leave(p);
+}
+
+void upool_conn_lost(UpConn *c)
+{
+    UpPool *p = c->pool;
+    UpKey *k = c->key;
+    upool_enter(p);
+    log_info("upstream \"%s\": discarding idle server connection (pid %d): %s",
+             p->name, c->backend_pid, c->err.message ? c->err.message : "broken");
+    close_conn(c);
+    dispatch(k);
+    upool_leave(p);
+}
+
+void upool_reset_done(UpConn *c, int ok)
+{
+    UpPool *p = c->pool;
+    UpKey *k = c->key;
+    upool_enter(p);
+    if (!ok || c->dead || p->freeing) {
+        close_conn(c);
+        dispatch(k);
+    } else {
+        hand_on(c);
+    }
+    upool_leave(p);
+}
+
+void upool_conn_freed(UpPool *p)
+{
+    p->n_conns--;
+    if (p->depth == 0 && p->freeing && p->n_conns == 0) pool_free_now(p);
 }
 
 /* ---- janitor ---- */
 
 static void janitor_key(UpKey *k, uint64_t now)
 {
-    UpPool *p = k->pool;
+    UpPool *p = k->host->pool;
     const UpPoolOpts *o = &p->opts;
     /* oldest idle at the tail */
     UpConn *c = k->idle.tail;
@@ -378,20 +470,23 @@ static void on_janitor(uv_timer_t *t)
     UpPool *p = t->data;
     if (!p) return;
     uint64_t now = uv_now(p->loop);
-    pool_enter(p);
-    for (UpKey *k = p->keys; k; k = k->next) janitor_key(k, now);
-    /* keys the conninfo leaves open accumulate per client user/database;
-     * forget the empty ones */
-    for (UpKey **pk = &p->keys; *pk;) {
-        UpKey *k = *pk;
-        if ((p->fixed_user && p->fixed_db) || key_total(k) || k->n_wait || p->opts.min_pool_size > 0) {
-            pk = &k->next;
-        } else {
-            *pk = k->next;
-            key_free(k);
+    upool_enter(p);
+    for (size_t i = 0; i < p->n_hosts; i++) {
+        UpHost *h = p->hosts[i];
+        for (UpKey *k = h->keys; k; k = k->next) janitor_key(k, now);
+        /* keys the conninfo leaves open accumulate per client user/database;
+         * forget the empty ones */
+        for (UpKey **pk = &h->keys; *pk;) {
+            UpKey *k = *pk;
+            if ((h->fixed_user && h->fixed_db) || key_total(k) || k->n_wait || p->opts.min_pool_size > 0) {
+                pk = &k->next;
+            } else {
+                *pk = k->next;
+                key_free(k);
+            }
         }
     }
-    pool_leave(p);
+    upool_leave(p);
 }
 
 /* ---- public API ---- */
@@ -417,32 +512,47 @@ int up_conninfo_check(const char *conninfo, RqError *err)
 
 UpPool *up_pool_new(uv_loop_t *loop, const char *name, const char *conninfo, const UpPoolOpts *opts)
 {
-    PQconninfoOption *info = PQconninfoParse(conninfo, NULL);
-    if (!info) {
-        /* libpq's message may quote the conninfo, password included */
-        log_error("upstream \"%s\": invalid conninfo", name);
+    UpHostSpec spec = { .conninfo = conninfo, .role = UP_PRIMARY };
+    return up_pool_new_hosts(loop, name, &spec, 1, opts);
+}
+
+UpPool *up_pool_new_hosts(uv_loop_t *loop, const char *name, const UpHostSpec *hosts, size_t n,
+                          const UpPoolOpts *opts)
+{
+    size_t n_primary = 0;
+    for (size_t i = 0; i < n; i++) n_primary += hosts[i].role == UP_PRIMARY;
+    if (n_primary != 1) {
+        log_error("upstream \"%s\": needs exactly one primary host, got %zu", name, n_primary);
         return NULL;
+    }
+    PQconninfoOption **infos = xcalloc(n, sizeof *infos);
+    for (size_t i = 0; i < n; i++) {
+        infos[i] = PQconninfoParse(hosts[i].conninfo, NULL);
+        if (!infos[i]) {
+            /* libpq's message may quote the conninfo, password included */
+            log_error("upstream \"%s\": invalid conninfo for host %zu", name, i);
+            for (size_t j = 0; j < i; j++) PQconninfoFree(infos[j]);
+            free(infos);
+            return NULL;
+        }
     }
     UpPool *p = xcalloc(1, sizeof *p);
     p->loop = loop;
     p->name = xstrdup(name);
-    p->conninfo = xstrdup(conninfo);
     p->opts = *opts;
     p->reset_query = opts->reset_query && *opts->reset_query ? xstrdup(opts->reset_query) : NULL;
     p->opts.reset_query = p->reset_query;
     if (p->opts.pool_size <= 0) p->opts.pool_size = DEFAULT_POOL_SIZE;
     if (p->opts.min_pool_size < 0) p->opts.min_pool_size = 0;
-    int conninfo_timeout_s = 0;
-    for (PQconninfoOption *o = info; o->keyword; o++) {
-        if (!o->val || !*o->val) continue;
-        if (strcmp(o->keyword, "user") == 0) p->fixed_user = 1;
-        else if (strcmp(o->keyword, "dbname") == 0) p->fixed_db = 1;
-        else if (strcmp(o->keyword, "connect_timeout") == 0) conninfo_timeout_s = atoi(o->val);
+    p->hosts = xcalloc(n, sizeof *p->hosts);
+    p->n_hosts = n;
+    for (size_t i = 0; i < n; i++) {
+        p->hosts[i] = host_new(p, &hosts[i], infos[i]);
+        PQconninfoFree(infos[i]);
+        if (hosts[i].role == UP_PRIMARY) p->primary = p->hosts[i];
+        else p->healthy_replicas++;
     }
-    PQconninfoFree(info);
-    p->connect_timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-                          : conninfo_timeout_s > 0 ? conninfo_timeout_s * 1000
-                          : DEFAULT_CONNECT_MS;
+    free(infos);
 
     int every = 1000;
     if (p->opts.idle_timeout_ms > 0 && p->opts.idle_timeout_ms / 2 < every) every = p->opts.idle_timeout_ms / 2;
@@ -454,8 +564,11 @@ UpPool *up_pool_new(uv_loop_t *loop, const char *name, const char *conninfo, con
     uv_timer_start(p->janitor, on_janitor, (uint64_t)every, (uint64_t)every);
     uv_unref((uv_handle_t *)p->janitor);
 
-    if (p->fixed_user && p->fixed_db && p->opts.min_pool_size > 0)
-        top_up(key_get(p, NULL, NULL));
+    for (size_t i = 0; i < n; i++) {
+        UpHost *h = p->hosts[i];
+        if (h->fixed_user && h->fixed_db && p->opts.min_pool_size > 0) top_up(key_get(h, NULL, NULL));
+        if (p->opts.health_interval_ms > 0) uph_start(h);
+    }
     return p;
 }
 
@@ -463,38 +576,39 @@ void up_pool_free(UpPool *p)
 {
     if (!p || p->freeing) return;
     p->freeing = 1;
-    pool_enter(p);
+    upool_enter(p);
     p->janitor->data = NULL;
     uv_close((uv_handle_t *)p->janitor, free_handle);
     p->janitor = NULL;
     RqError err = {0};
     rq_error_set(&err, "57P01", "upstream pool \"%s\" is shutting down", p->name);
-    for (UpKey *k = p->keys; k; k = k->next) {
-        UpList *lists[] = { &k->idle, &k->connecting, &k->resetting };
-        for (size_t i = 0; i < 3; i++)
-            while (lists[i]->head) close_conn(lists[i]->head);
-        while (k->wait_head) wait_fail(k->wait_head, &err);
+    for (size_t i = 0; i < p->n_hosts; i++) {
+        UpHost *h = p->hosts[i];
+        uph_stop(h);
+        for (UpKey *k = h->keys; k; k = k->next) {
+            UpList *lists[] = { &k->idle, &k->connecting, &k->resetting };
+            for (size_t j = 0; j < 3; j++)
+                while (lists[j]->head) close_conn(lists[j]->head);
+            while (k->wait_head) wait_fail(k->wait_head, &err);
+        }
     }
     rq_error_free(&err);
-    pool_leave(p);
+    upool_leave(p);
 }
 
 static void pool_free_now(UpPool *p)
 {
-    while (p->keys) {
-        UpKey *k = p->keys;
-        p->keys = k->next;
-        key_free(k);
-    }
+    for (size_t i = 0; i < p->n_hosts; i++) host_free(p->hosts[i]);
+    free(p->hosts);
     free(p->name);
-    free(p->conninfo);
     free(p->reset_query);
     free(p);
 }
 
-UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
-                        UpAcquireCb cb, void *ud)
+static UpWait *acquire_on(UpHost *h, const char *user, const char *database,
+                          UpAcquireCb cb, void *ud)
 {
+    UpPool *p = h->pool;
     if (p->freeing) {
         RqError err = {0};
         rq_error_set(&err, "57P01", "upstream pool \"%s\" is shutting down", p->name);
@@ -502,8 +616,8 @@ UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
         rq_error_free(&err);
         return NULL;
     }
-    UpKey *k = key_get(p, user, database);
-    pool_enter(p);
+    UpKey *k = key_get(h, user, database);
+    upool_enter(p);
     while (k->idle.head) {
         UpConn *c = k->idle.head;
         if (c->dead) {          /* broke while idle; its report is still queued */
@@ -512,20 +626,17 @@ UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
         }
         move_to(c, UPC_ACTIVE);
         upc_make_active(c);
-        p->total_acquired++;
+        h->total_acquired++;
         cb(ud, c, NULL);
-        pool_leave(p);
+        upool_leave(p);
         return NULL;
     }
     UpWait *w = xcalloc(1, sizeof *w);
-    w->key = k;
     w->cb = cb;
     w->ud = ud;
-    w->prev = k->wait_tail;
-    if (k->wait_tail) k->wait_tail->next = w;
-    else k->wait_head = w;
-    k->wait_tail = w;
-    k->n_wait++;
+    w->user = user ? xstrdup(user) : NULL;
+    w->database = database ? xstrdup(database) : NULL;
+    wait_link(k, w);
     if (p->opts.wait_timeout_ms > 0) {
         w->timer = xmalloc(sizeof *w->timer);
         uv_timer_init(p->loop, w->timer);
@@ -533,21 +644,36 @@ UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
         uv_timer_start(w->timer, on_wait_timeout, (uint64_t)p->opts.wait_timeout_ms, 0);
     }
     dispatch(k);        /* opens asynchronously: w stays valid */
-    pool_leave(p);
+    upool_leave(p);
     return w;
+}
+
+UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
+                        UpAcquireCb cb, void *ud)
+{
+    return acquire_on(p->primary, user, database, cb, ud);
+}
+
+UpWait *up_pool_acquire_read(UpPool *p, const char *user, const char *database,
+                             UpAcquireCb cb, void *ud)
+{
+    return acquire_on(read_host(p), user, database, cb, ud);
+}
+
+int up_pool_has_replicas(const UpPool *p)
+{
+    return p->n_hosts > 1;
 }
 
 void up_wait_cancel(UpWait *w)
 {
-    if (!w) return;
-    wait_unlink(w);
-    free(w);
+    if (w) wait_free(w);
 }
 
 void up_pool_release(UpPool *p, UpConn *c, int reusable)
 {
     UpKey *k = c->key;
-    pool_enter(p);
+    upool_enter(p);
     up_conn_detach(c);
     uint64_t now = uv_now(p->loop);
     int expired = p->opts.lifetime_ms > 0 && now - c->created_ms >= (uint64_t)p->opts.lifetime_ms;
@@ -560,19 +686,50 @@ void up_pool_release(UpPool *p, UpConn *c, int reusable)
     } else {
         hand_on(c);
     }
-    pool_leave(p);
+    upool_leave(p);
 }
 
-void up_pool_stats(const UpPool *p, UpPoolStats *out)
+UpRole up_conn_role(const UpConn *c)
 {
-    memset(out, 0, sizeof *out);
-    for (const UpKey *k = p->keys; k; k = k->next) {
+    return c->host->role;
+}
+
+int up_conn_host_healthy(const UpConn *c)
+{
+    return c->host->healthy;
+}
+
+static void host_stats(const UpHost *h, UpPoolStats *out)
+{
+    for (const UpKey *k = h->keys; k; k = k->next) {
         out->active += k->active.n + k->resetting.n;
         out->idle += k->idle.n;
         out->connecting += k->connecting.n;
         out->waiting += k->n_wait;
     }
-    out->total_acquired = p->total_acquired;
-    out->total_opened = p->total_opened;
-    out->total_failed = p->total_failed;
+    out->total_acquired += h->total_acquired;
+    out->total_opened += h->total_opened;
+    out->total_failed += h->total_failed;
+}
+
+void up_pool_stats(const UpPool *p, UpPoolStats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < p->n_hosts; i++) host_stats(p->hosts[i], out);
+}
+
+size_t up_pool_n_hosts(const UpPool *p)
+{
+    return p->n_hosts;
+}
+
+void up_pool_host_stats(const UpPool *p, size_t i, UpHostStats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (i >= p->n_hosts) return;
+    const UpHost *h = p->hosts[i];
+    out->host = h->label;
+    out->role = h->role;
+    out->healthy = h->healthy;
+    host_stats(h, &out->stats);
 }

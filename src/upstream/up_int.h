@@ -5,11 +5,16 @@
  *           protocol I/O on the socket (or libpq's SSL object), the reset
  *           query exchange, cancel.  It knows nothing of pools beyond
  *           reporting state changes through the upool_* calls below.
- *   pool.c  pools, per-(user, database) keys, the wait queue, housekeeping.
+ *   pool.c  pools, their hosts (a primary and its replicas), per-(user,
+ *           database) keys, the wait queue, housekeeping.
+ *   health.c active health checks of each host, and what a host going
+ *           down or coming back means for the replicas reads may use.
  *
  * Every connection is on exactly one list of its key, and the list names its
  * state (pgbouncer's habit): connecting, idle, active or resetting.  The pool
- * owns its keys, the keys own the connections on their lists.
+ * owns its hosts, a host owns its keys, the keys own the connections on their
+ * lists.  A health probe is an UpConn too (so it shares the nonblocking
+ * connect), but on no list: its host points at it and it has no key.
  */
 #ifndef RIFFQ_UPSTREAM_INT_H
 #define RIFFQ_UPSTREAM_INT_H
@@ -19,6 +24,7 @@
 #include "riffq/upstream.h"
 
 typedef struct UpKey UpKey;
+typedef struct UpHost UpHost;
 
 typedef enum {
     UPC_CONNECTING = 0,
@@ -48,7 +54,8 @@ typedef struct UpParam {
 
 struct UpConn {
     UpPool *pool;
-    UpKey *key;
+    UpHost *host;
+    UpKey *key;                     /* NULL for a health probe */
     UpConn *prev, *next;            /* links on the key's list for state */
     UpConnState state;
 
@@ -78,6 +85,7 @@ struct UpConn {
     unsigned attached : 1;
     unsigned paused : 1;
     unsigned corked : 1;            /* queue writes until uncorked */
+    unsigned read_parked : 1;       /* readable while nobody is attached: not polled until attach */
     unsigned dead : 1;              /* broken: err holds why */
     unsigned err_delivered : 1;
     unsigned start_failed : 1;      /* PQconnectStart failed: report on next tick */
@@ -92,6 +100,62 @@ struct UpConn {
 
     void *slot;
     void (*slot_free)(void *);
+};
+
+/* A queued acquirer.  user/database are kept (owned) so that a waiter can
+ * move to another host's key when its replica goes down. */
+struct UpWait {
+    UpKey *key;
+    UpWait *prev, *next;
+    UpAcquireCb cb;
+    void *ud;
+    char *user;
+    char *database;
+    uv_timer_t *timer;          /* NULL without wait_timeout_ms; frees itself on close */
+};
+
+/* One (user, database) of a host: what the conninfo leaves open. */
+struct UpKey {
+    UpHost *host;
+    UpKey *next;
+    char *user;                 /* NULL when fixed by the conninfo (or not given) */
+    char *database;
+    UpList connecting, idle, active, resetting;
+    UpWait *wait_head, *wait_tail;
+    int n_wait;
+    uint64_t retry_after_ms;
+};
+
+/* One server of a pool: the primary or a replica. */
+struct UpHost {
+    UpPool *pool;
+    UpRole role;
+    char *conninfo;             /* may hold a password: never logged */
+    char *label;                /* "host:port" from the conninfo, for logs and views */
+    int fixed_user, fixed_db;
+    int connect_timeout_ms;
+    UpKey *keys;                /* owned */
+    uint64_t total_acquired, total_opened, total_failed;
+    /* health.c */
+    int healthy;                /* optimistic at start: reads flow before the first probe */
+    UpConn *probe;              /* the check in flight (owned), or NULL */
+    uv_timer_t *check_timer;    /* NULL without checks; frees itself on close */
+};
+
+struct UpPool {
+    uv_loop_t *loop;
+    char *name;
+    char *reset_query;
+    UpPoolOpts opts;
+    UpHost **hosts;             /* owned, in route-file order */
+    size_t n_hosts;
+    UpHost *primary;            /* one of hosts */
+    size_t next_replica;        /* round robin cursor into hosts */
+    int healthy_replicas;
+    uv_timer_t *janitor;        /* frees itself on close */
+    int n_conns;                /* every UpConn not yet freed (probes too), on a list or not */
+    int depth;
+    int freeing;
 };
 
 /* ---- conn.c ---- */
@@ -114,5 +178,21 @@ void upool_reset_done(UpConn *c, int ok);
 void upool_conn_freed(UpPool *p);               /* the last act of upc_destroy */
 uv_loop_t *upool_loop(const UpPool *p);
 const char *upool_name(const UpPool *p);
+/* Pool functions on the stack: the pool is freed only when none is. */
+void upool_enter(UpPool *p);
+void upool_leave(UpPool *p);
+/* A replica went down: close its idle connections and send its waiters to
+ * another host (a healthy replica, else the primary). */
+void upool_host_down(UpHost *h);
+
+/* ---- health.c, called by pool.c ---- */
+void uph_start(UpHost *h);                      /* begin probing (opts.health_interval_ms) */
+void uph_stop(UpHost *h);                       /* at pool free */
+/* The probe connected (err NULL) or failed. */
+void uph_probe_done(UpConn *probe, const RqError *err);
+/* A pool connection to h failed with err.  Returns 1 when that marks h (a
+ * replica, with checks running) down: the server did not answer, rather
+ * than refusing this user or database. */
+int uph_connect_failed(UpHost *h, const RqError *err);
 
 #endif

@@ -9,11 +9,19 @@ all three alike.  Prints median tps and latency per target and the ratios
 riffq/pgbouncer and riffq/direct, then measures riffq's memory for idle
 client connections.
 
+Then the plugin section (tests/bench/plugin_bench.py): riffq serving a
+1,000,000-row pandas DataFrame and a trivial handler, against Postgres
+serving the same table and answering SELECT 1.
+
 Environment: BENCH_SECONDS (per run, default 5), BENCH_REPEAT (default 3),
 BENCH_CLIENTS (default "1 16 64 256"), BENCH_SCALE (pgbench -s, default 10),
-BENCH_IDLE (idle connections to hold, default 10000), BENCH_QUICK=1 (only -S).
+BENCH_IDLE (idle connections to hold, default 10000), BENCH_QUICK=1 (only -S),
+BENCH_ONLY=proxy|plugins (one section only), BENCH_ROWS (rows of the plugin
+table, default 1000000), BENCH_PERF=1 (profile riffq in the plugin section).
 """
 import os, re, resource, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
+
+import plugin_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -23,6 +31,7 @@ CLIENTS = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1 16 64 256").split(
 SCALE = int(os.environ.get("BENCH_SCALE", "10"))
 IDLE = int(os.environ.get("BENCH_IDLE", "10000"))
 POOL = 20
+ONLY = os.environ.get("BENCH_ONLY", "")
 
 
 def free_port():
@@ -168,45 +177,16 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not os.path.exists(os.path.join(ROOT, "build", "riffq")):
         sys.exit("build/riffq is missing: run make first")
+    if ONLY not in ("", "proxy", "plugins"):
+        sys.exit(f"BENCH_ONLY={ONLY!r}: expected proxy or plugins")
     cluster = Cluster()
     procs = []
     try:
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-qc", "CREATE DATABASE bench", "postgres"], check=True)
-        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-i", "-q", "-s", str(SCALE), "bench"],
-                       check=True, capture_output=True)
-        bouncer, bport = start_pgbouncer(cluster)
-        riffq, rport = start_riffq(cluster)
-        procs = [bouncer, riffq]
-        targets = [("direct", cluster.port), ("pgbouncer", bport), ("riffq", rport)]
-        scripts = [("-S", ["-S"])] if os.environ.get("BENCH_QUICK") else [("-S", ["-S"]), ("tpcb", [])]
-        rows = []
-        for sname, sargs in scripts:
-            for mode in ("simple", "extended", "prepared"):
-                for c in CLIENTS:
-                    if c > 1 and c > 256:
-                        continue
-                    args = sargs + ["-M", mode, "-c", str(c), "-j", str(min(c, 2))]
-                    res = {t: [] for t, _ in targets}
-                    for _ in range(REPEAT):
-                        for t, port in targets:
-                            r = pgbench(port, args)
-                            if r:
-                                res[t].append(r)
-                    rows.append((f"{sname} -M {mode} -c {c}", res))
-                    print_row(rows[-1], flush=True)
-            # new connection per transaction
-            args = sargs + ["-C", "-M", "simple", "-c", "16", "-j", "2"]
-            res = {t: [] for t, _ in targets}
-            for _ in range(REPEAT):
-                for t, port in targets:
-                    r = pgbench(port, args)
-                    if r:
-                        res[t].append(r)
-            rows.append((f"{sname} -C -M simple -c 16", res))
-            print_row(rows[-1], flush=True)
-        print()
-        print_table(rows)
-        idle_memory(riffq, rport)
+        if ONLY in ("", "proxy"):
+            proxy_section(cluster, procs)
+        if ONLY in ("", "plugins"):
+            plugin_bench.plugin_section(cluster, procs)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -216,6 +196,45 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         cluster.stop()
+
+
+def proxy_section(cluster, procs):
+    """riffq as a pooler: pgbench against Postgres, pgbouncer and riffq."""
+    subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-i", "-q", "-s", str(SCALE), "bench"],
+                   check=True, capture_output=True)
+    bouncer, bport = start_pgbouncer(cluster)
+    riffq, rport = start_riffq(cluster)
+    procs += [bouncer, riffq]
+    targets = [("direct", cluster.port), ("pgbouncer", bport), ("riffq", rport)]
+    scripts = [("-S", ["-S"])] if os.environ.get("BENCH_QUICK") else [("-S", ["-S"]), ("tpcb", [])]
+    rows = []
+    for sname, sargs in scripts:
+        for mode in ("simple", "extended", "prepared"):
+            for c in CLIENTS:
+                if c > 1 and c > 256:
+                    continue
+                args = sargs + ["-M", mode, "-c", str(c), "-j", str(min(c, 2))]
+                res = {t: [] for t, _ in targets}
+                for _ in range(REPEAT):
+                    for t, port in targets:
+                        r = pgbench(port, args)
+                        if r:
+                            res[t].append(r)
+                rows.append((f"{sname} -M {mode} -c {c}", res))
+                print_row(rows[-1], flush=True)
+        # new connection per transaction
+        args = sargs + ["-C", "-M", "simple", "-c", "16", "-j", "2"]
+        res = {t: [] for t, _ in targets}
+        for _ in range(REPEAT):
+            for t, port in targets:
+                r = pgbench(port, args)
+                if r:
+                    res[t].append(r)
+        rows.append((f"{sname} -C -M simple -c 16", res))
+        print_row(rows[-1], flush=True)
+    print()
+    print_table(rows)
+    idle_memory(riffq, rport)
 
 
 def med(rs, i):

@@ -720,3 +720,67 @@ class ScramClient:
     def verify_server_final(self, data):
         attrs = dict(kv.split("=", 1) for kv in data.decode().split(","))
         assert base64.b64decode(attrs["v"]) == self.expected_server_sig, "bad server signature"
+
+
+# --------------------------------------------------------------------------
+# Streaming replicas of a PgCluster (read-replica tests).
+# --------------------------------------------------------------------------
+class PgReplica(PgCluster):
+    """A hot-standby streaming replica of a running PgCluster: pg_basebackup
+    -R over the primary's Unix socket (trust auth, so no password is needed)
+    into its own temp dir, started on another free loopback port.  Same
+    superuser and password as the primary (the data directory is a copy).
+    halt()/resume() stop and restart it on the same port, for tests that take
+    a replica down; stop() ends it for good and removes the temp dir."""
+
+    def __init__(self, primary):
+        super().__init__()
+        self.primary = primary
+
+    def _opts(self):
+        return ("-c listen_addresses=127.0.0.1 -c port=%d -c unix_socket_directories=%s "
+                "-c fsync=off -c max_connections=50 -c hot_standby=on" % (self.port, self.tmp))
+
+    def _pg_ctl(self, *args, timeout=90):
+        return self._as_pg([os.path.join(PG_BINDIR, "pg_ctl"), "-D", self.datadir] + list(args),
+                           timeout=timeout)
+
+    def start(self):
+        self.tmp = tempfile.mkdtemp(prefix="riffq-pg-replica-")
+        LIVE_CLUSTERS.add(self)
+        os.chmod(self.tmp, 0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.tmp, "postgres", "postgres")
+        self.datadir = os.path.join(self.tmp, "data")
+        r = self._as_pg([os.path.join(PG_BINDIR, "pg_basebackup"), "-D", self.datadir,
+                         "-h", self.primary.socket_dir, "-p", str(self.primary.port),
+                         "-U", self.SUPERUSER, "-R", "-X", "stream", "-c", "fast", "--no-sync"])
+        if r.returncode != 0:
+            raise RuntimeError("pg_basebackup failed:\n" + r.stdout.decode(errors="replace"))
+        for attempt in range(3):
+            self.port = free_port()
+            self.started = True
+            # -w returns once the standby accepts read-only connections
+            r = self._pg_ctl("-l", os.path.join(self.tmp, "pg.log"), "-o", self._opts(),
+                             "-w", "-t", "60", "start")
+            if r.returncode == 0:
+                return self
+            self.started = False
+        raise RuntimeError("replica start failed:\n%s\n%s" % (r.stdout.decode(errors="replace"), self.log))
+
+    def halt(self):
+        """Stop the server (fast shutdown: sessions are terminated), keep its data."""
+        r = self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop")
+        if r.returncode != 0:
+            raise RuntimeError("replica stop failed:\n" + r.stdout.decode(errors="replace"))
+
+    def resume(self):
+        """Start a halted replica again on the same port."""
+        r = self._pg_ctl("-l", os.path.join(self.tmp, "pg.log"), "-o", self._opts(),
+                         "-w", "-t", "60", "start")
+        if r.returncode != 0:
+            raise RuntimeError("replica restart failed:\n%s\n%s" % (r.stdout.decode(errors="replace"), self.log))
+
+    @property
+    def running(self):
+        return os.path.exists(os.path.join(self.datadir, "postmaster.pid"))

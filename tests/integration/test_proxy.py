@@ -378,8 +378,10 @@ def test_gateway_views_answer_show(proxy, schema):
         c.execute("LISTEN some_channel")         # pins this session
         pools = c.execute("SHOW riffq.pools").fetchall()
         assert len(pools) == 1
-        name, mode, size, active, idle, connecting, waiting, acquired, opened, failed = pools[0]
+        (name, mode, size, active, idle, connecting, waiting, acquired, opened, failed,
+         host, role, healthy) = pools[0]
         assert (name, mode, size, failed) == ("main", "transaction", 4, 0)
+        assert (host, role, healthy) == ("127.0.0.1:%d" % schema.port, "primary", True)
         assert acquired >= 4 and opened >= 1 and active == 1
         routes = c.execute("SHOW riffq.routes").fetchall()
         assert routes[0][0] == "all" and routes[0][1] == "upstream:main" and routes[0][2] >= 4

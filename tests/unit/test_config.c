@@ -629,6 +629,33 @@ START_TEST(test_top_level_must_be_object)
 }
 END_TEST
 
+/* What a Python program serving with the riffq module writes for itself. */
+START_TEST(test_python_host_keys)
+{
+    Config *c = load("{'plugins': {'app': {'import': 'riffq._host1'}, 'f': {'module': 'f.py'}},"
+                     " 'auth': {'method': 'password', 'plugin': 'app'},"
+                     " 'limits': {'plugin_workers': 8}, 'unknown_settings': 'accept',"
+                     " 'routes': [{'name': 'app', 'match': {}, 'to': 'plugin:app'}]}");
+    ck_assert_str_eq(c->plugins[0].import, "riffq._host1");
+    ck_assert_ptr_null(c->plugins[0].module);
+    ck_assert_ptr_null(c->plugins[1].import);
+    ck_assert_str_eq(c->auth_plugin, "app");
+    ck_assert_int_eq(c->plugin_workers, 8);
+    ck_assert_int_eq(c->accept_unknown_settings, 1);
+    ck_assert_int_eq(c->routes[0].has_match, 1);
+    cfg_free(c);
+    c = load("{'plugins': {'d': {'module': 'd.py'}}, 'routes': [{'to': 'plugin:d'}]}");
+    ck_assert_int_eq(c->routes[0].has_match, 0);
+    ck_assert_int_eq(c->plugin_workers, 2);
+    ck_assert_int_eq(c->accept_unknown_settings, 0);
+    cfg_free(c);
+    /* a plugin route with an empty match takes everything, so it must be last */
+    ASSERT_ERR_HAS("{'plugins': {'d': {'module': 'd.py'}},"
+                   " 'routes': [{'match': {}, 'to': 'plugin:d'}, {'to': 'local'}]}",
+                   "can never be chosen");
+}
+END_TEST
+
 START_TEST(test_unknown_keys)
 {
     ASSERT_ERR("{'routes': [{'to': 'local', 'match': {'user': ['a']}},"
@@ -637,7 +664,8 @@ START_TEST(test_unknown_keys)
     ASSERT_ERR("{'lisen': []}", "t.json: unknown key \"lisen\" (did you mean \"listen\"?)");
     ASSERT_ERR("{'frobnicate': 1}",
                "t.json: unknown key \"frobnicate\" (expected one of: listen, tls, auth, "
-               "upstreams, plugins, routes, limits, server_version, log_level)");
+               "upstreams, plugins, routes, limits, server_version, log_level, "
+               "unknown_settings)");
     ASSERT_ERR("{'limits': {'max_client': 5}}",
                "t.json: limits: unknown key \"max_client\" (did you mean \"max_clients\"?)");
     ASSERT_ERR("{'listen': [{'host': '0.0.0.0', 'port': 1, 'prot': 'tcp'}]}",
@@ -776,9 +804,9 @@ START_TEST(test_auth_errors)
                "\"scram-sha-256\"?)");
     ASSERT_ERR("{'auth': {'method': 'scram-sha-256'}}",
                "t.json: auth: method \"scram-sha-256\" needs at least one user in \"users\", "
-               "or \"auth_query\"");
+               "\"auth_query\" or \"plugin\"");
     ASSERT_ERR("{'auth': {'method': 'md5', 'users': {'comment': 'only a comment'}}}",
-               "t.json: auth: method \"md5\" needs at least one user in \"users\", or \"auth_query\"");
+               "t.json: auth: method \"md5\" needs at least one user in \"users\", \"auth_query\" or \"plugin\"");
     ASSERT_ERR("{'auth': {'method': 'md5', 'auth_query': {'upstream': 'nope'}}}",
                "t.json: auth.auth_query.upstream: no upstream named \"nope\" in \"upstreams\"");
     ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'host=x'}},"
@@ -819,7 +847,7 @@ END_TEST
 START_TEST(test_upstream_and_plugin_errors)
 {
     ASSERT_ERR("{'upstreams': {'main': {'pool_size': 3}}}",
-               "t.json: upstreams.main: missing required key \"conninfo\"");
+               "t.json: upstreams.main: missing required key \"conninfo\" (or \"hosts\")");
     ASSERT_ERR("{'upstreams': {'main': {'conninfo': 'x', 'pool_size': 'big'}}}",
                "t.json: upstreams.main.pool_size: expected an integer between 1 and 10000, "
                "got \"big\"");
@@ -838,9 +866,154 @@ START_TEST(test_upstream_and_plugin_errors)
     ASSERT_ERR("{'upstreams': {'': {'conninfo': 'x'}}}",
                "t.json: upstreams[\"\"]: a name must not be empty");
     ASSERT_ERR("{'plugins': {'demo': {}}}",
-               "t.json: plugins.demo: missing required key \"module\"");
+               "t.json: plugins.demo: missing required key \"module\" (a .py file), or "
+               "\"import\" (a Python module name such as \"mypackage.plugin\")");
+    ASSERT_ERR("{'plugins': {'demo': {'module': 'd.py', 'import': 'd'}}}",
+               "t.json: plugins.demo: give \"module\" or \"import\", not both");
+    ASSERT_ERR("{'plugins': {'demo': {'import': 'pkg..mod'}}}",
+               "t.json: plugins.demo.import: expected a Python module name such as "
+               "\"package.module\", got \"pkg..mod\"");
+    ASSERT_ERR("{'plugins': {'demo': {'import': '1pkg'}}}",
+               "t.json: plugins.demo.import: expected a Python module name such as "
+               "\"package.module\", got \"1pkg\"");
+    ASSERT_ERR("{'auth': {'method': 'scram-sha-256', 'plugin': 'demo'},"
+               " 'plugins': {'demo': {'import': 'd'}}}",
+               "t.json: auth.plugin: a plugin checks cleartext passwords: use \"method\": "
+               "\"password\" (with TLS), not \"scram-sha-256\"");
+    ASSERT_ERR("{'auth': {'method': 'password', 'plugin': 'nope'},"
+               " 'plugins': {'demo': {'import': 'd'}}}",
+               "t.json: auth.plugin: no plugin named \"nope\" in \"plugins\"");
+    ASSERT_ERR("{'unknown_settings': 'allow'}",
+               "t.json: unknown_settings: unknown value \"allow\" (expected one of: reject, accept)");
+    ASSERT_ERR("{'limits': {'plugin_workers': 0}}",
+               "t.json: limits.plugin_workers: expected an integer between 1 and 256, got 0");
     ASSERT_ERR("{'plugins': {'demo': {'module': 'd.py', 'modul': 'x'}}}",
                "t.json: plugins.demo: unknown key \"modul\" (did you mean \"module\"?)");
+}
+END_TEST
+
+/* An upstream with a primary and replicas, and routes reading from them. */
+START_TEST(test_upstream_hosts_and_read_from)
+{
+    Config *c = load(
+        "{'upstreams': {"
+        "   'main': {'hosts': [{'conninfo': 'host=r1', 'role': 'replica'},"
+        "                      {'conninfo': 'host=p password=pw', 'role': 'primary',"
+        "                       'comment': 'writes go here'},"
+        "                      {'conninfo': 'host=r2', 'role': 'replica'}],"
+        "            'pool_mode': 'transaction', 'pool_size': 3,"
+        "            'health_check': {'interval': '250ms', 'timeout': 100}},"
+        "   'plain': {'conninfo': 'host=x'},"
+        "   'probed': {'conninfo': 'host=y', 'health_check': {}},"
+        "   'defaults': {'hosts': [{'conninfo': 'host=z', 'role': 'primary'},"
+        "                          {'conninfo': 'host=z2', 'role': 'replica'}]}},"
+        " 'routes': ["
+        "   {'name': 'reports', 'match': {'schemas': ['rpt']}, 'to': 'upstream:main',"
+        "    'read_from': 'replica'},"
+        "   {'name': 'explicit', 'match': {'user': ['w']}, 'to': 'upstream:main',"
+        "    'read_from': 'primary'},"
+        "   {'name': 'rest', 'to': 'upstream:plain'}]}");
+    const CfgUpstream *u = cfg_find_upstream(c, "main");
+    ck_assert_uint_eq(u->n_hosts, 3);
+    ck_assert_uint_eq(u->n_replicas, 2);
+    ck_assert_str_eq(u->hosts[0].conninfo, "host=r1");
+    ck_assert_int_eq(u->hosts[0].role, HOST_REPLICA);
+    ck_assert_int_eq(u->hosts[1].role, HOST_PRIMARY);
+    ck_assert_int_eq(u->hosts[2].role, HOST_REPLICA);
+    ck_assert_ptr_eq(u->conninfo, u->hosts[1].conninfo);     /* the primary's */
+    ck_assert_int_eq(u->pool_mode, POOL_TRANSACTION);
+    ck_assert_int_eq(u->pool_size, 3);
+    ck_assert_int_eq(u->health_interval_ms, 250);
+    ck_assert_int_eq(u->health_timeout_ms, 100);
+    /* a plain conninfo is one primary, not probed unless asked */
+    u = cfg_find_upstream(c, "plain");
+    ck_assert_uint_eq(u->n_hosts, 1);
+    ck_assert_uint_eq(u->n_replicas, 0);
+    ck_assert_int_eq(u->hosts[0].role, HOST_PRIMARY);
+    ck_assert_str_eq(u->conninfo, "host=x");
+    ck_assert_int_eq(u->health_interval_ms, 0);
+    u = cfg_find_upstream(c, "probed");
+    ck_assert_int_eq(u->health_interval_ms, 5000);
+    ck_assert_int_eq(u->health_timeout_ms, 2000);
+    /* replicas are probed by default */
+    u = cfg_find_upstream(c, "defaults");
+    ck_assert_int_eq(u->health_interval_ms, 5000);
+    ck_assert_int_eq(u->health_timeout_ms, 2000);
+    ck_assert_int_eq(c->routes[0].read_from, READ_FROM_REPLICA);
+    ck_assert_int_eq(c->routes[1].read_from, READ_FROM_PRIMARY);
+    ck_assert_int_eq(c->routes[2].read_from, READ_FROM_PRIMARY);
+    cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_upstream_hosts_errors)
+{
+#define R1 "{'conninfo': 'host=r1', 'role': 'replica'}"
+#define P1 "{'conninfo': 'host=p', 'role': 'primary'}"
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'host=p', 'hosts': [" P1 "]}}}",
+               "t.json: upstreams.m: give either \"conninfo\" (one server) or \"hosts\" (a "
+               "primary and its replicas), not both");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': []}}}",
+               "t.json: upstreams.m.hosts: expected a non-empty array of hosts such as "
+               "[{\"conninfo\": \"host=...\", \"role\": \"primary\"}], got an empty array");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': {'a': 1}}}}",
+               "t.json: upstreams.m.hosts: expected a non-empty array of hosts such as "
+               "[{\"conninfo\": \"host=...\", \"role\": \"primary\"}], got an object");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" R1 "]}}}",
+               "t.json: upstreams.m.hosts: expected exactly one host with \"role\": \"primary\", "
+               "got none (writes and transactions need it; for a read-only server, give its "
+               "conninfo as the primary)");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", " R1 ", " P1 "]}}}",
+               "t.json: upstreams.m.hosts[2].role: expected exactly one host with \"role\": "
+               "\"primary\", but hosts[0] is the primary already");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", {'conninfo': 'host=r'}]}}}",
+               "t.json: upstreams.m.hosts[1]: missing required key \"role\"");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", {'role': 'replica'}]}}}",
+               "t.json: upstreams.m.hosts[1]: missing required key \"conninfo\"");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", {'conninfo': 'host=r', 'role': 'standby'}]}}}",
+               "t.json: upstreams.m.hosts[1].role: unknown value \"standby\" (expected one of: "
+               "primary, replica)");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", {'conninfo': 'host=r', 'rol': 'replica'}]}}}",
+               "t.json: upstreams.m.hosts[1]: unknown key \"rol\" (did you mean \"role\"?)");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", 'host=r']}}}",
+               "t.json: upstreams.m.hosts[1]: expected a host such as {\"conninfo\": \"host=...\", "
+               "\"role\": \"replica\"} (a JSON object), got a string");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [{'conninfo': '', 'role': 'primary'}]}}}",
+               "t.json: upstreams.m.hosts[0].conninfo: expected a non-empty string");
+    ASSERT_ERR("{'upstreams': {'m': {'host': [" P1 "]}}}",
+               "t.json: upstreams.m: unknown key \"host\" (did you mean \"hosts\"?)");
+    /* health_check */
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'x', 'health_check': {'interval': '10ms'}}}}",
+               "t.json: upstreams.m.health_check.interval: expected a duration between 100ms "
+               "and 1h, got \"10ms\"");
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'x', 'health_check': {'timeout': 'soon'}}}}",
+               "t.json: upstreams.m.health_check.timeout: expected a duration in milliseconds "
+               "such as 60000, or a string such as \"60s\" (units ms, s, min, h, d), got \"soon\"");
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'x', 'health_check': {'intervall': 100}}}}",
+               "t.json: upstreams.m.health_check: unknown key \"intervall\" (did you mean "
+               "\"interval\"?)");
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'x', 'health_check': true}}}",
+               "t.json: upstreams.m.health_check: expected health check settings such as "
+               "{\"interval\": \"5s\", \"timeout\": \"2s\"} (a JSON object), got true");
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'x', 'helth_check': {}}}}",
+               "t.json: upstreams.m: unknown key \"helth_check\" (did you mean \"health_check\"?)");
+    /* read_from */
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", " R1 "]}},"
+               " 'routes': [{'to': 'upstream:m', 'read_from': 'replicas'}]}",
+               "t.json: routes[0].read_from: unknown value \"replicas\" (did you mean "
+               "\"replica\"?)");
+    ASSERT_ERR("{'upstreams': {'m': {'conninfo': 'host=p'}},"
+               " 'routes': [{'to': 'upstream:m', 'read_from': 'replica'}]}",
+               "t.json: routes[0].read_from: upstream \"m\" has no host with \"role\": "
+               "\"replica\"");
+    ASSERT_ERR("{'routes': [{'to': 'local', 'read_from': 'replica'}]}",
+               "t.json: routes[0].read_from: applies only to routes with \"to\": "
+               "\"upstream:NAME\"");
+    ASSERT_ERR("{'upstreams': {'m': {'hosts': [" P1 ", " R1 "]}},"
+               " 'routes': [{'to': 'upstream:m', 'readfrom': 'replica'}]}",
+               "t.json: routes[0]: unknown key \"readfrom\" (did you mean \"read_from\"?)");
+#undef R1
+#undef P1
 }
 END_TEST
 
@@ -1042,15 +1215,19 @@ START_TEST(test_shipped_default)
     ck_assert_str_eq(c->users[0].name, "riffq");
     ck_assert_str_eq(c->users[0].secret, "riffq");
     ck_assert_str_eq(cfg_find_plugin(c, "demo")->module, "routes/../plugins/demo.py");
-    ck_assert_uint_eq(c->n_routes, 2);
+    ck_assert_str_eq(cfg_find_plugin(c, "sqlite")->module, "routes/../plugins/sqlite_engine.py");
+    ck_assert_str_eq(cfg_find_plugin(c, "http")->module, "routes/../plugins/http_source.py");
+    ck_assert_uint_eq(c->n_routes, 4);
     ck_assert_int_eq(c->routes[0].target, TARGET_PLUGIN);
     ck_assert_str_eq(c->routes[0].target_name, "demo");
     ck_assert_uint_eq(c->routes[0].tables.n, 3);
     ck_assert_str_eq(c->routes[0].tables.items[0], "sales");
     ck_assert_str_eq(c->routes[0].tables.items[1], "customers");
     ck_assert_str_eq(c->routes[0].tables.items[2], "events");
-    ck_assert_str_eq(c->routes[1].name, "local");
-    ck_assert_int_eq(c->routes[1].target, TARGET_LOCAL);
+    ck_assert_str_eq(c->routes[1].target_name, "sqlite");
+    ck_assert_str_eq(c->routes[2].target_name, "http");
+    ck_assert_str_eq(c->routes[3].name, "local");
+    ck_assert_int_eq(c->routes[3].target, TARGET_LOCAL);
     ck_assert_int_eq(c->tls_mode, TLS_DISABLE);
     cfg_free(c);
 
@@ -1080,11 +1257,15 @@ START_TEST(test_shipped_examples)
     ck_assert_ptr_nonnull(cfg_find_user(c, "analyst"));
     ck_assert_int_eq(cfg_find_upstream(c, "main")->pool_mode, POOL_TRANSACTION);
     ck_assert_ptr_nonnull(cfg_find_upstream(c, "archive"));
-    ck_assert_uint_eq(c->n_routes, 7);
+    ck_assert_uint_eq(c->n_routes, 8);
     ck_assert_int_eq(c->routes[0].target, TARGET_CATALOG);
     ck_assert_str_eq(c->routes[2].message, "analysts are read-only");
-    ck_assert_str_eq(c->routes[6].name, "rest");
-    ck_assert_int_eq(c->routes[6].target, TARGET_UPSTREAM);
+    ck_assert_str_eq(c->routes[5].name, "shop-reads");
+    ck_assert_int_eq(c->routes[5].read_from, READ_FROM_REPLICA);
+    ck_assert_str_eq(c->routes[7].name, "rest");
+    ck_assert_int_eq(c->routes[7].target, TARGET_UPSTREAM);
+    ck_assert_uint_eq(cfg_find_upstream(c, "shop")->n_hosts, 2);
+    ck_assert_int_eq(c->plugin_workers, 4);
     ck_assert_uint_eq(c->max_message_size, 64u << 20);
     ck_assert_int_eq(c->auth_timeout_ms, 60000);
     cfg_free(c);
@@ -1119,12 +1300,15 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_json_syntax_error_has_line_and_column);
     tcase_add_test(tc, test_top_level_must_be_object);
     tcase_add_test(tc, test_unknown_keys);
+    tcase_add_test(tc, test_python_host_keys);
     tcase_add_test(tc, test_comments);
     tcase_add_test(tc, test_type_errors);
     tcase_add_test(tc, test_listen_errors);
     tcase_add_test(tc, test_tls_errors);
     tcase_add_test(tc, test_auth_errors);
     tcase_add_test(tc, test_upstream_and_plugin_errors);
+    tcase_add_test(tc, test_upstream_hosts_and_read_from);
+    tcase_add_test(tc, test_upstream_hosts_errors);
     tcase_add_test(tc, test_limits_and_scalar_errors);
     tcase_add_test(tc, test_route_target_errors);
     tcase_add_test(tc, test_route_reject_sqlstate);

@@ -106,8 +106,7 @@ static void add_plugin(const char *name, const char *src)
     for (size_t i = 0; i < cfg->n_plugins; i++)
         if (strcmp(cfg->plugins[i].name, name) == 0) return;
     cfg->plugins = realloc(cfg->plugins, (cfg->n_plugins + 1) * sizeof *cfg->plugins);
-    cfg->plugins[cfg->n_plugins].name = strdup(name);
-    cfg->plugins[cfg->n_plugins].module = strdup(path);
+    cfg->plugins[cfg->n_plugins] = (CfgPlugin){ .name = strdup(name), .module = strdup(path) };
     cfg->n_plugins++;
 }
 

@@ -367,6 +367,56 @@ START_TEST(plugin_route_claims_registered_tables)
 }
 END_TEST
 
+/* A DECLARE reports its query's relations, so table routes send it where
+ * the query would go; FETCH, MOVE and CLOSE name none (the session finds
+ * their cursor). */
+START_TEST(cursor_statements)
+{
+    parse_ok("DECLARE \"for x\" BINARY NO SCROLL CURSOR WITH HOLD FOR "
+             "WITH recent AS (SELECT * FROM crm.orders) SELECT * FROM recent JOIN customers ON true");
+    ck_assert_uint_eq(P.n, 1);
+    ck_assert_str_eq(P.stmts[0].node_type, "DeclareCursorStmt");
+    ck_assert_int_eq(P.stmts[0].kind, STMT_UTILITY);
+    ck_assert_str_eq(route_stmt_tag(&P.stmts[0]), "DECLARE CURSOR");
+    /* crm.orders and customers; not the CTE */
+    ck_assert_uint_eq(P.stmts[0].n_rels, 2);
+    int orders = 0, customers = 0;
+    for (size_t i = 0; i < 2; i++) {
+        const RouteRel *r = &P.stmts[0].rels[i];
+        orders |= !strcmp(r->name, "orders") && r->schema && !strcmp(r->schema, "crm");
+        customers |= !strcmp(r->name, "customers") && !r->schema;
+    }
+    ck_assert(orders && customers);
+    route_parse_free(&P);
+
+    static const struct { const char *sql; const char *tag; } uses[] = {
+        { "FETCH 3 FROM c", "FETCH" }, { "FETCH ALL IN c", "FETCH" }, { "MOVE 2 c", "MOVE" },
+        { "MOVE ABSOLUTE 5 FROM c", "MOVE" }, { "CLOSE c", "CLOSE CURSOR" }, { "CLOSE ALL", "CLOSE CURSOR ALL" },
+    };
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++) {
+        parse_ok(uses[i].sql);
+        ck_assert_str_eq(route_stmt_tag(&P.stmts[0]), uses[i].tag);
+        ck_assert_uint_eq(P.stmts[0].n_rels, 0);
+        route_parse_free(&P);
+    }
+
+    Config *cfg = load(ROUTES);
+    char *err = NULL;
+    RouteTable *t = route_table_new(cfg, &err);
+    RqError e = {0};
+    RouteClient app = { .user = "app", .database = "db" };
+    ck_assert_int_eq(route_of(t, &app, "DECLARE c CURSOR FOR SELECT * FROM sales_live WHERE id = $1", &e), 1);
+    ck_assert_int_eq(route_of(t, &app, "DECLARE c CURSOR FOR SELECT * FROM billing.invoices", &e), 3);
+    ck_assert_int_eq(route_of(t, &app, "FETCH 10 FROM c", &e), 6);
+    /* a cursor over tables of two targets is refused like the query */
+    ck_assert_int_eq(route_of(t, &app, "DECLARE c CURSOR FOR SELECT * FROM sales_live, billing.x", &e), -2);
+    ck_assert_str_eq(e.sqlstate, "0A000");
+    rq_error_free(&e);
+    route_table_free(t);
+    cfg_free(cfg);
+}
+END_TEST
+
 START_TEST(no_match)
 {
     Config *cfg = load("{\"upstreams\": {\"m\": {\"conninfo\": \"host=x\"}},"
@@ -405,6 +455,7 @@ int main(void)
     tcase_add_test(tm, plain_proxy_needs_no_parse);
     tcase_add_test(tm, no_match);
     tcase_add_test(tm, plugin_route_claims_registered_tables);
+    tcase_add_test(tm, cursor_statements);
     suite_add_tcase(s, tm);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
