@@ -139,3 +139,6 @@ bench: deps
 
 bench-built: $(BUILD)/riffq
 	$(PY) tests/bench/bench.py
+
+# generated C files stay (they are cheap, and make deletes intermediates noisily)
+.SECONDARY: $(PY_GEN)

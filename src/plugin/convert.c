@@ -93,8 +93,41 @@ static size_t fmt_special(double v, char *out)
  * rounded %.{p}e with the smallest p that round-trips gives them: a value
  * whose shortest form has at most DBL_DIG (FLT_DIG) digits reads back from
  * those digits, so starting there is exact. */
+/* The common case without printf: v equal to m / 10^k for an integer m of
+ * at most 15 digits (prices, measurements, halves...).  Division of exact
+ * operands is correctly rounded, so (double)m / 10^k == v means the
+ * decimal m.10^-k reads back as v; and two decimals of at most DBL_DIG
+ * digits never read as the same double, so this is the shortest form, the
+ * one the printf loop below finds.  Returns 0 when it does not apply. */
+static int exact_decimal_digits(double v, char *digits, int *exp10)
+{
+    static const double pow10[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+                                    1e11, 1e12, 1e13, 1e14, 1e15 };
+    double a = fabs(v);
+    if (!(a >= 1e-4 && a < 1e15)) return 0;
+    for (int k = 0; k < 16; k++) {
+        double s = a * pow10[k];
+        if (s >= 1e15) return 0;
+        if (s != floor(s)) continue;
+        uint64_t m = (uint64_t)s;
+        if ((double)m / pow10[k] != a) continue;
+        char tmp[24];
+        int n = (int)plug_fmt_uint64(m, tmp);
+        int nd = n;
+        while (nd > 1 && tmp[nd - 1] == '0') nd--;
+        memcpy(digits, tmp, (size_t)nd);
+        *exp10 = n - 1 - k;
+        return nd;
+    }
+    return 0;
+}
+
 static int shortest_digits(double v, int single, char *digits, int *exp10)
 {
+    if (!single) {
+        int nd = exact_decimal_digits(v, digits, exp10);
+        if (nd) return nd;
+    }
     char tmp[48];
     int p0 = single ? 6 : 15, p1 = single ? 9 : 17;
     /* subnormals carry fewer bits, so the DBL_DIG argument does not hold */

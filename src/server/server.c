@@ -586,7 +586,7 @@ static void io_resume(void *ctx)
     if (!c->closing) {
         buf_consume(&c->in, used);
         if (c->in.len == 0 && c->in.cap > 0) buf_free(&c->in);
-        conn_flush(c);
+        if (!c->waiting) conn_flush(c);
         if (c->read_paused && !c->waiting) {
             c->read_paused = 0;
             resume_read(c);
@@ -1246,7 +1246,12 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0) return;
     if (c->ssl) tls_input(c, buf->base, (size_t)nread);
     else conn_process(c, (const uint8_t *)buf->base, (size_t)nread);
-    if (!c->closing) conn_flush(c);
+    /* A session that waits (for a plugin, a server connection) sends what
+     * it has with its answer: ParseComplete alone in a packet would cost a
+     * write, and the client reads nothing before its Sync's answer anyway.
+     * What must go out at once (COPY responses, results) is flushed by the
+     * session itself. */
+    if (!c->closing && !c->waiting) conn_flush(c);
 }
 
 static void resume_read(Conn *c)

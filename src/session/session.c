@@ -700,7 +700,6 @@ static int plug_pump(Session *s)
         size_t want = pr->max_rows > 0 ? (size_t)pr->max_rows - pr->rows : 0;
         size_t n = plug_query_fetch(q, want, s->out);
         pr->rows += n;
-        if (!s->in_handle) s->io.flush(s->io.ctx);
         if (pr->max_rows > 0 && pr->rows == (size_t)pr->max_rows) {
             wire_simple(s->out, 's');
             pr->active = 0;
