@@ -616,10 +616,22 @@ static int plug_simple_next(Session *s)
             if (run_local_stmt(s, st, pr->sql) < 0) break;
             continue;
         }
-        if (t->cursor)
+        if (t->cursor) {
             cursor_begin(s, st, pr->parse.n == 1 && pr->sql ? pr->sql : st->text);
-        else
+        } else if (st->kind == STMT_COPY && st->node) {
+            /* COPY (query) TO STDOUT: the plugin answers the query */
+            char *inner;
+            RqError err = {0};
+            copyout_free(pr->copy);
+            if (copyout_prepare(st, &inner, &pr->copy, &err) < 0) {
+                send_error(s, &err);
+                break;
+            }
+            pr->q = plug_start(s, t, inner, NULL, NULL);
+            free(inner);
+        } else {
             pr->q = plug_start(s, t, st->text, NULL, NULL);
+        }
         arm_statement_timeout(s);
         return 0;
     }
@@ -662,6 +674,8 @@ static int plug_pump(Session *s)
         PlugState st = plug_query_state(q);
         if (st == PLUG_RUNNING) return 0;
         if (st == PLUG_FAILED) {
+            copyout_free(pr->copy);
+            pr->copy = NULL;
             plug_error(s, q);
             if (pr->portal) {
                 plug_query_free(pr->portal->pq);
@@ -689,7 +703,8 @@ static int plug_pump(Session *s)
             return 1;
         }
         if (pr->simple && pr->need_rowdesc) {
-            if (cols->returns_rows) rq_result_describe(cols, NULL, 0, s->out);
+            if (pr->copy) copyout_begin(pr->copy, cols, s->out);
+            else if (cols->returns_rows) rq_result_describe(cols, NULL, 0, s->out);
             pr->need_rowdesc = 0;
         }
         if (s->io.queued(s->io.ctx) > 1024 * 1024) {
@@ -698,7 +713,16 @@ static int plug_pump(Session *s)
             return 0;
         }
         size_t want = pr->max_rows > 0 ? (size_t)pr->max_rows - pr->rows : 0;
-        size_t n = plug_query_fetch(q, want, s->out);
+        size_t n;
+        if (pr->copy) {
+            Buf rows;
+            buf_init(&rows);
+            n = plug_query_fetch(q, want, &rows);
+            copyout_rows(pr->copy, (const uint8_t *)rows.data, rows.len, s->out);
+            buf_free(&rows);
+        } else {
+            n = plug_query_fetch(q, want, s->out);
+        }
         pr->rows += n;
         if (pr->max_rows > 0 && pr->rows == (size_t)pr->max_rows) {
             wire_simple(s->out, 's');
@@ -709,7 +733,13 @@ static int plug_pump(Session *s)
             if (n == 0) return 0;
             continue;
         }
-        plug_tag(s, q, pr->rows);
+        if (pr->copy) {
+            copyout_end(pr->copy, s->out);
+            copyout_free(pr->copy);
+            pr->copy = NULL;
+        } else {
+            plug_tag(s, q, pr->rows);
+        }
         if (pr->portal) {
             plug_query_free(pr->portal->pq);
             pr->portal->pq = NULL;
@@ -749,6 +779,7 @@ static SessStatus plug_wait_or_done(Session *s)
 /* A fresh PlugRun for the next plugin statement; the timer handle stays. */
 static void plug_run_reset(Session *s)
 {
+    copyout_free(s->plug.copy);
     uv_timer_t *timer = s->plug.timer;
     memset(&s->plug, 0, sizeof s->plug);
     s->plug.timer = timer;
@@ -1618,6 +1649,7 @@ void sess_free(Session *s)
     route_parse_free(&s->plug.parse);
     free(s->plug.targets);
     free(s->plug.sql);
+    copyout_free(s->plug.copy);
     cursor_close_all(s);
     if (s->env->plugins && s->cfg->n_plugins) plug_engine_session_end(s->env->plugins, s->pid);
     relay_detach(s, s->xact == 'I');

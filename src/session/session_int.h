@@ -86,6 +86,9 @@ typedef struct CursorOp {
 
 /* A plugin statement being answered: a simple Query's statements one after
  * another, or one Describe/Execute of the extended protocol. */
+/* COPY ... TO STDOUT of a plugin's result (copyout.c). */
+typedef struct CopyOut CopyOut;
+
 typedef struct PlugRun {
     struct PlugQuery *q;        /* owned here for simple and Describe S; else the portal's */
     Portal *portal;             /* extended protocol: the portal */
@@ -108,6 +111,7 @@ typedef struct PlugRun {
     const char *cursor_sql;     /* the text it came from (borrowed) */
     Cursor *cursor;             /* its cursor; a DECLARE's own until it succeeds */
     CursorOp cop;
+    CopyOut *copy;              /* simple Query: a COPY TO STDOUT running (owned) */
 } PlugRun;
 
 /* What to do with the server's answer to one relayed client message. */
@@ -257,6 +261,19 @@ void cursor_savepoint_end(Session *s, size_t keep, int rollback);
 /* The session is outside a transaction (however it ended, e.g. upstream):
  * no cursor WITHOUT HOLD survives that. */
 void cursor_sweep(Session *s);
+
+/* ---- copyout.c ---- */
+
+/* A COPY statement routed to a plugin: the query to run (malloc'd) and the
+ * output settings; -1 with err for COPY FROM, files, binary, bad options. */
+int copyout_prepare(const RouteStmt *st, char **inner_sql, CopyOut **out, RqError *err);
+/* CopyOutResponse (and the header line) once the columns are known. */
+void copyout_begin(CopyOut *co, const RqResult *cols, Buf *out);
+/* Encoded text DataRow messages -> CopyData lines. */
+void copyout_rows(CopyOut *co, const uint8_t *data, size_t len, Buf *out);
+/* CopyDone and CommandComplete "COPY n". */
+void copyout_end(CopyOut *co, Buf *out);
+void copyout_free(CopyOut *co);
 /* FETCH/CLOSE that reached the local engine (no cursor of the gateway's
  * and no route): 34000, or CLOSE ALL.  1 = not a cursor statement. */
 int cursor_run_local(Session *s, const RouteStmt *st, RqResult *res, RqError *err);

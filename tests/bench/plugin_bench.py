@@ -7,8 +7,7 @@ Side by side, in one run, interleaved (Postgres, riffq, then again):
           (tests/bench/bench_plugin.py) and by Postgres from a table with
           the same rows, read by
             - psql -A -t -o /dev/null -c 'SELECT * FROM bench_rows' (both),
-            - psql \\copy (SELECT * FROM bench_rows) TO /dev/null (Postgres
-              only: riffq does not run COPY for plugin tables),
+            - psql \\copy (SELECT * FROM bench_rows) TO /dev/null (both),
             - psycopg: execute + fetchall, text and binary results;
   q/s     a trivial statement, pgbench -n -f script, 16 clients, simple and
           extended protocol: riffq runs `SELECT 1 FROM bench_one` in the
@@ -152,7 +151,7 @@ def plugin_section(cluster, procs):
             add("psql", target, rows / psql_select(port))
             add("psycopg text", target, rows / psycopg_fetch(port, False, rows))
             add("psycopg binary", target, rows / psycopg_fetch(port, True, rows))
-        add("psql copy", "postgres", rows / psql_copy(cluster.port))
+            add("psql copy", target, rows / psql_copy(port))
         for mode in ("simple", "extended"):
             for target, port in targets:
                 add(f"q {mode}", target, qps(port, scripts[target], mode))
@@ -163,7 +162,7 @@ def plugin_section(cluster, procs):
 
     labels = [
         ("psql", "`SELECT * FROM bench_rows`, psql -A -t -o /dev/null", "rows/s"),
-        ("psql copy", r"`\copy (SELECT * FROM bench_rows) TO /dev/null` (psql; Postgres only)", "rows/s"),
+        ("psql copy", r"`\copy (SELECT * FROM bench_rows) TO /dev/null`, psql", "rows/s"),
         ("psycopg text", "`SELECT * FROM bench_rows`, psycopg fetchall, text", "rows/s"),
         ("psycopg binary", "`SELECT * FROM bench_rows`, psycopg fetchall, binary", "rows/s"),
         ("q simple", f"trivial statement, pgbench -M simple -c {CLIENTS}", "q/s"),
