@@ -650,6 +650,8 @@ static void plug_run_failed(Session *s)
 
 /* Move the running plugin statement forward as far as it can go now.
  * Returns 1 when the client message it answers is fully answered. */
+#define PLUG_FLUSH_BYTES (256 * 1024)
+
 static int plug_pump(Session *s)
 {
     PlugRun *pr = &s->plug;
@@ -707,6 +709,12 @@ static int plug_pump(Session *s)
             else if (cols->returns_rows) rq_result_describe(cols, NULL, 0, s->out);
             pr->need_rowdesc = 0;
         }
+        /* Small answers go out in one write with their CommandComplete and
+         * ReadyForQuery; a large one is written as it comes, so that only
+         * what the socket refuses counts as queued below.  (Output that was
+         * written at once never calls back: blocking on it would wait for
+         * a drain that is not coming.) */
+        if (s->out->len >= PLUG_FLUSH_BYTES) s->io.flush(s->io.ctx);
         if (s->io.queued(s->io.ctx) > 1024 * 1024) {
             /* slow client: the next batch waits until its output drains */
             pr->blocked = 1;

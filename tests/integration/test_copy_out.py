@@ -30,12 +30,20 @@ ROWS = [
 ]
 riffq.register_table("public", "vals", [c + (True,) for c in COLS])
 riffq.register_table("public", "nums", [("n", "int8")])
+riffq.register_table("public", "wide", [("n", "int8"), ("pad", "text")])
 
 @riffq.query_handler
 def handle(sql, params, ctx):
     m = re.match(r"\s*select\s+(.*?)\s+from\s+(\w+)", sql, re.I | re.S)
     if not m:
         raise riffq.Error("42601", "unexpected: " + sql)
+    if m.group(2) == "wide":
+        # batches of several megabytes: more than the gateway queues for a
+        # client before it waits for the socket to drain
+        def wide():
+            for b in range(8):
+                yield [(b * 20000 + i, "x" * 200) for i in range(20000)]
+        return riffq.Columns([("n", "int8"), ("pad", "text")]), wide()
     if m.group(2) == "nums":
         def batches():
             for s in range(0, 100000, 5000):
@@ -125,6 +133,19 @@ def test_psql_copy_streams_a_large_result(srv, tmp_path):
     assert r.stdout.strip() == "COPY 100000"
     lines = out.read_text().splitlines()
     assert lines[0] == "n" and lines[1] == "0" and lines[-1] == "99999" and len(lines) == 100001
+
+
+def test_large_batches_through_psql(srv, tmp_path):
+    """Batches larger than the client output limit, read by a fast client:
+    what the socket takes at once must not leave the stream waiting."""
+    out = tmp_path / "wide.txt"
+    r = subprocess.run([harness.PSQL, "-X", "-v", "ON_ERROR_STOP=1", "-c",
+                        f"\\copy (select n, pad from wide) to '{out}'", "-c",
+                        "select n, pad from wide", "-o", "/dev/null", srv.dsn()],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 160000 and lines[-1] == "159999\t" + "x" * 200
 
 
 @pytest.mark.parametrize("sql,state,text", [
