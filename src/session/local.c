@@ -571,7 +571,7 @@ static void visit_params(const char *key, json_t *v, void *ctx)
         if (pr) {
             json_int_t num = json_integer_value(json_object_get(pr, "number"));
             const PgType *t = type_from_typename(json_object_get(v, "typeName"));
-            if (num > 0 && num <= WIRE_MAX_PARAMS && t && in->types[num - 1] == 0)
+            if (in->types && num > 0 && num <= *in->maxn && t && in->types[num - 1] == 0)
                 in->types[num - 1] = t->oid;
         }
     }
@@ -582,7 +582,7 @@ static void visit_params(const char *key, json_t *v, void *ctx)
 static void infer_view_param(Infer *in, json_t *node, uint32_t type)
 {
     json_int_t num = json_integer_value(json_object_get(json_object_get(node, "ParamRef"), "number"));
-    if (num > 0 && num <= WIRE_MAX_PARAMS && in->types[num - 1] == 0) in->types[num - 1] = type;
+    if (in->types && num > 0 && num <= *in->maxn && in->types[num - 1] == 0) in->types[num - 1] = type;
 }
 
 static void visit_view_params(const char *key, json_t *v, void *ctx)
@@ -609,22 +609,26 @@ static void visit_view_params(const char *key, json_t *v, void *ctx)
         infer_view_param(ctx, item, type);
 }
 
-void local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n_declared,
-                       uint32_t *types_out, uint16_t *n_out)
+uint32_t *local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n_declared,
+                            uint16_t min_n, uint16_t *n_out)
 {
-    uint16_t maxn = n_declared;
-    uint32_t inferred[WIRE_MAX_PARAMS];
-    memset(inferred, 0, sizeof inferred);
-    Infer in = { .types = inferred, .maxn = &maxn };
+    /* two walks: the count, then the types into an array of that size (a
+     * Parse must not pay for 65535 possible parameters) */
+    uint16_t maxn = n_declared > min_n ? n_declared : min_n;
+    Infer in = { .types = NULL, .maxn = &maxn };
+    if (st && st->node) route_json_walk(st->node, visit_params, &in);
+    uint32_t *types = xcalloc((size_t)maxn + 1, sizeof *types);
+    in.types = types;
     if (st && st->node) route_json_walk(st->node, visit_params, &in);
     if (st && view_range(st)) route_json_walk(json_object_get(st->node, "whereClause"), visit_view_params, &in);
     for (uint16_t i = 0; i < maxn; i++) {
         uint32_t t = i < n_declared ? declared[i] : 0;
-        if (t == 0) t = inferred[i];
+        if (t == 0) t = types[i];
         if (t == 0) t = PGT_TEXT;
-        types_out[i] = t;
+        types[i] = t;
     }
     *n_out = maxn;
+    return types;
 }
 
 /* ---- statements ---- */

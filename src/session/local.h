@@ -29,9 +29,10 @@ typedef struct LocalCtx {
 
 /* Parameter count and types of a statement: declared types win, others are
  * inferred from casts ($1::int4), else text.  *n_out is the highest $N
- * referenced or declared.  types_out must hold WIRE_MAX_PARAMS entries. */
-void local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n_declared,
-                       uint32_t *types_out, uint16_t *n_out);
+ * referenced or declared, at least min_n.  Returns the types (malloc'd,
+ * *n_out of them, never NULL). */
+uint32_t *local_param_types(const RouteStmt *st, const uint32_t *declared, uint16_t n_declared,
+                            uint16_t min_n, uint16_t *n_out);
 
 /* Whether the local engine answers this statement at all: SELECTs without
  * FROM, SELECTs of the session's views (pg_cursors), SET and SHOW. */

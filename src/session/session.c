@@ -1218,15 +1218,9 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
         goto fail;
     }
     if (st && t.kind != TARGET_PLUGIN && !stmt_answerable(s, st, p->sql, err)) goto fail;
-    uint32_t *types = xmalloc(WIRE_MAX_PARAMS * sizeof *types);
-    local_param_types(st, p->decl_types, p->n_decl, types, &p->n_params);
-    if (st && !st->node) {
-        /* unparsed text for a plugin: its $n are the parameters */
-        uint16_t n = text_param_count(st->text);
-        for (uint16_t i = p->n_params; i < n; i++) types[i] = PGT_TEXT;
-        if (n > p->n_params) p->n_params = n;
-    }
-    p->types = xrealloc(types, (p->n_params ? p->n_params : 1) * sizeof *types);
+    /* unparsed text for a plugin: its $n are the parameters */
+    uint16_t text_n = st && !st->node ? text_param_count(st->text) : 0;
+    p->types = local_param_types(st, p->decl_types, p->n_decl, text_n, &p->n_params);
     if (t.kind == TARGET_PLUGIN) plug_infer_types(s, p);
     if (!m.name[0]) drop_stmt(s, "");
     p->next = s->stmts;
