@@ -33,7 +33,7 @@ void plug_convert_init(void)
 
 /* ---- calendar (proleptic Gregorian, as Postgres and Python use) ---- */
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+int64_t plug_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -693,7 +693,7 @@ static void append_offset(int64_t off_us, Buf *out)
 
 static int append_datetime(PyObject *v, uint32_t oid, Buf *out, RqError *err)
 {
-    int64_t us = (days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v),
+    int64_t us = (plug_days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v),
                                   PyDateTime_GET_DAY(v)) * 86400 +
                   PyDateTime_DATE_GET_HOUR(v) * 3600 + PyDateTime_DATE_GET_MINUTE(v) * 60 +
                   PyDateTime_DATE_GET_SECOND(v)) * 1000000LL +
@@ -719,7 +719,7 @@ static int append_datetime(PyObject *v, uint32_t oid, Buf *out, RqError *err)
 
 static int append_date(PyObject *v, uint32_t oid, Buf *out)
 {
-    int64_t days = days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v),
+    int64_t days = plug_days_from_civil(PyDateTime_GET_YEAR(v), PyDateTime_GET_MONTH(v),
                                    PyDateTime_GET_DAY(v));
     if (oid == PGT_TIMESTAMP || oid == PGT_TIMESTAMPTZ)
         plug_fmt_timestamp(days * US_PER_DAY, oid == PGT_TIMESTAMPTZ, out);

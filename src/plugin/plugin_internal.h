@@ -214,6 +214,9 @@ int plug_value_to_text(PyObject *v, uint32_t oid, int nan_null, Buf *out, RqErro
 void plug_convert_init(void);   /* GIL held; once */
 
 /* Pure C, no GIL needed. */
+/* Days since 1970-01-01 of a proleptic Gregorian date (as Postgres and
+ * Python count them). */
+int64_t plug_days_from_civil(int64_t y, unsigned m, unsigned d);
 size_t plug_fmt_int64(int64_t v, char *out);                   /* >= 21 bytes */
 size_t plug_fmt_uint64(uint64_t v, char *out);
 size_t plug_fmt_float8(double v, char *out);                   /* >= 32 bytes */

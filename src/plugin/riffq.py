@@ -86,6 +86,11 @@ def authenticate(fn):
 def register_table(schema, name, columns, primary_key=None, comment=None):
     """Declare a table this plugin serves; columns as (name, type) or
     (name, type, nullable)."""
+    spec = _table_spec(schema, name, columns, primary_key, comment)
+    if not _register_table(*spec):
+        _tables.append(spec)
+
+def _table_spec(schema, name, columns, primary_key=None, comment=None):
     cols = _columns(columns, True)
     if primary_key is None:
         pk = []
@@ -98,8 +103,7 @@ def register_table(schema, name, columns, primary_key=None, comment=None):
         if c not in names:
             raise ValueError(f'primary key column {c!r} is not a column of {schema}.{name}')
     comment = None if comment is None else str(comment)
-    if not _register_table(str(schema), str(name), cols, pk, comment):
-        _tables.append((str(schema), str(name), cols, pk, comment))
+    return (str(schema), str(name), cols, pk, comment)
 
 _PYTYPES = {'int': 'int8', 'float': 'float8', 'str': 'text', 'bool': 'bool',
             'bytes': 'bytea', 'bytearray': 'bytea', 'dict': 'jsonb', 'list': 'jsonb',

@@ -388,15 +388,7 @@ class _Compat:
 
 # ---- the server -------------------------------------------------------------
 
-def _table_entry(schema, name, columns, primary_key=None, comment=None):
-    cols = _columns(columns, True)
-    if primary_key is None:
-        pk = []
-    elif isinstance(primary_key, str):
-        pk = [primary_key]
-    else:
-        pk = [str(c) for c in primary_key]
-    return (str(schema), str(name), cols, pk, None if comment is None else str(comment))
+_table_entry = _table_spec    # riffq.py: the same checks as riffq.register_table
 
 
 def _compat_table_columns(columns):

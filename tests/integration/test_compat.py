@@ -309,6 +309,21 @@ def test_module_layout_matches_the_pgwire_package(child):
         assert callable(riffq.testing.stop_server) and callable(riffq.testing.wait_for_catalog)
         import threading
         assert threading.active_count() == 1     # importing starts nothing
+        s = riffq.Server('127.0.0.1:1')
+        s.register_database('db')
+        s.register_schema('db', 'public')
+        s.register_table('db', 'public', 'users', [{'id': {'type': 'int', 'nullable': False}}])
+        s.register_table('legacy', [('id', 'int', False), ('name', 'text', True)])
+        for bad, msg in (([{'a': {'type': 'int'}, 'b': {}}], 'single-key'),
+                         ([{'a': {'nullable': True}}], 'missing type'),
+                         ([{'a': {'type': 'int'}}], 'missing nullable')):
+            try:
+                s.register_table('db', 'public', 't', bad)
+            except ValueError as e:
+                assert msg in str(e), e
+            else:
+                raise AssertionError(bad)
+        assert [t[1] for t in s._tables] == ['users', 'legacy']
         print('ok', flush=True)
     """, ready=False)
     assert srv.wait() == 0, srv.output()
