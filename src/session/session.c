@@ -1138,7 +1138,13 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
     Prepared *p = xcalloc(1, sizeof *p);
     p->refs = 1;
     int parsed = 0;
-    if (!needs_parse(s) && !s->cursors) {
+    if (admin_is_show(m.query)) {
+        /* the gateway's own views, whatever the routes say (as in the
+         * simple protocol: drivers prepare what they run repeatedly) */
+        parsed = route_parse(m.query, &p->parse, err) == 0;
+        if (!parsed) goto fail;
+        t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
+    } else if (!needs_parse(s) && !s->cursors) {
         if (decide(s, NULL, &t, err) < 0) goto fail;
     } else {
         parsed = route_parse(m.query, &p->parse, err) == 0;

@@ -389,6 +389,15 @@ def test_gateway_views_answer_show(proxy, schema):
         assert stats["sessions_started"] >= 1 and stats["sessions_pinned"] >= 1
         with pytest.raises(psycopg.errors.UndefinedObject):
             c.execute("SHOW riffq.nothing")
+        # the extended protocol too: psycopg prepares what runs repeatedly,
+        # and binary results are asked for here
+        for _ in range(3):
+            named = c.execute("SHOW riffq.stats", prepare=True).fetchall()
+            assert dict(named)["sessions_started"] >= 1
+        cur = c.cursor(binary=True)
+        assert cur.execute("SHOW riffq.routes").fetchall()[0][:2] == ("all", "upstream:main")
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            c.execute("SHOW riffq.nothing", prepare=True)
 
 
 def test_failed_copy_in_leaves_the_connection_usable(proxy, schema):

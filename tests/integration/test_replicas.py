@@ -95,7 +95,7 @@ def pools(c):
     """SHOW riffq.pools as {port: row dict}, one entry per host.  (The
     gateway answers its views over the simple query protocol: psycopg must
     not turn a repeated SHOW into a prepared statement.)"""
-    cur = c.execute("SHOW riffq.pools", prepare=False)
+    cur = c.execute("SHOW riffq.pools")
     names = [d.name for d in cur.description]
     rows = [dict(zip(names, r)) for r in cur.fetchall()]
     return {int(r["host"].rsplit(":", 1)[1]): r for r in rows}
