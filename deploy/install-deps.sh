@@ -11,6 +11,7 @@ python3-dev python3-numpy python3-pandas
 check
 postgresql postgresql-client pgbouncer
 python3-psycopg2 python3-psycopg python3-asyncpg python3-pytest
+default-jdk-headless libpostgresql-jdbc-java
 openssl ca-certificates procps
 "
 
