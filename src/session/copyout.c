@@ -424,9 +424,12 @@ static uint32_t be32(const uint8_t *p)
 
 void copyout_rows(CopyOut *co, const uint8_t *data, size_t len, Buf *out)
 {
+    /* the messages come from the plugin encoder; the walk still checks every
+     * length, so a broken batch ends the conversion instead of overreading */
     size_t pos = 0;
     while (pos + 5 <= len) {
         uint32_t mlen = be32(data + pos + 1);
+        if (mlen < 4 || mlen > len - pos - 1) break;
         const uint8_t *m = data + pos + 5, *end = data + pos + 1 + mlen;
         pos += 1 + mlen;
         if (mlen < 6) continue;
@@ -441,6 +444,7 @@ void copyout_rows(CopyOut *co, const uint8_t *data, size_t len, Buf *out)
                 buf_append_str(out, co->null_str);
                 continue;
             }
+            if ((size_t)vl > (size_t)(end - m)) break;
             put_value(co, m, (size_t)vl, f, out);
             m += vl;
         }

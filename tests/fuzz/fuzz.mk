@@ -38,6 +38,10 @@ FUZZ_SRC_scram     := src/auth/auth.c src/util/buf.c src/util/error.c
 FUZZ_LIBS_scram     = $(shell pkg-config --libs openssl)
 FUZZ_SRC_config    := src/config/config.c src/util/buf.c src/util/error.c src/util/log.c
 FUZZ_LIBS_config    = $(shell pkg-config --libs jansson)
+FUZZ_SRC_copyout   := src/session/copyout.c src/route/classify.c src/session/result.c src/session/pgtypes.c \
+                      src/wire/wire.c src/util/buf.c src/util/error.c src/util/log.c
+FUZZ_LIBS_copyout   = $(shell pkg-config --libs jansson) -lpg_query -lm
+FUZZ_CFLAGS_copyout = $(shell pkg-config --cflags libuv python3-embed)
 FUZZ_SRC_pgtypes   := src/session/pgtypes.c src/util/buf.c src/util/error.c
 FUZZ_LIBS_pgtypes   = -lm
 
@@ -50,7 +54,7 @@ FUZZ_HDRS   := $(shell find include src -name '*.h' 2>/dev/null)
 define FUZZ_TARGET_RULE
 $(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $$(FUZZ_SRC_$(1)) $$(FUZZ_HDRS) tests/fuzz/fuzz.mk
 	@mkdir -p $$(@D)
-	$$(FUZZ_CC) $$(FUZZ_CFLAGS) -o $$@ $$< $$(FUZZ_SRC_$(1)) $$(FUZZ_LIBS_$(1))
+	$$(FUZZ_CC) $$(FUZZ_CFLAGS) $$(FUZZ_CFLAGS_$(1)) -o $$@ $$< $$(FUZZ_SRC_$(1)) $$(FUZZ_LIBS_$(1))
 endef
 $(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_TARGET_RULE,$(t))))
 
