@@ -353,6 +353,16 @@ START_TEST(float8_text_like_postgres)
     check_f8(NAN, "NaN");
     check_f8(100, "100");
     check_f8(-12.5, "-12.5");
+    /* around the exact-decimal shortcut: up to 15 digits it applies, past
+     * that (or below 1e-4) printf decides */
+    check_f8(4.35, "4.35");
+    check_f8(12345.678, "12345.678");
+    check_f8(0.000123, "0.000123");
+    check_f8(1234567.0000001, "1234567.0000001");
+    check_f8(0.1 + 0.2, "0.30000000000000004");
+    check_f8(999999999999999.9, "999999999999999.9");
+    check_f8(100000000000000.5, "100000000000000.5");
+    check_f8(9.999999999999999e-05, "9.999999999999999e-05");
     char buf[64];
     buf[plug_fmt_float4(0.1f, buf)] = 0;
     ck_assert_str_eq(buf, "0.1");
