@@ -19,6 +19,7 @@
 #include "riffq/buf.h"
 #include "riffq/config.h"
 #include "riffq/log.h"
+#include "riffq/plugin.h"
 #include "riffq/route.h"
 #include "riffq/server.h"
 
@@ -81,6 +82,34 @@ static void on_hup(uv_signal_t *s, int signum)
 }
 
 /* --explain: how the routing table treats each statement of sql. */
+static int explain_plugin_has_table(void *ctx, const char *plugin, const char *schema,
+                                    const char *name)
+{
+    return plug_engine_table(ctx, plugin, schema ? schema : "public", name) != NULL;
+}
+
+/* A plugin route without "match" claims the tables its plugin registers,
+ * which only importing the plugin tells: --explain does, as the gateway
+ * would at start. */
+static PlugEngine *explain_plugins(const Config *cfg, uv_loop_t *loop, RouteTable *t)
+{
+    int needed = 0;
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (cfg->routes[i].target == TARGET_PLUGIN && !cfg->routes[i].has_match) needed = 1;
+    if (!needed) return NULL;
+    char *err = NULL;
+    PlugEngine *e = plug_engine_new(loop, cfg, 1, &err);
+    if (!e) {
+        printf("plugins: not imported (%s): routes that claim a plugin's tables cannot match\n",
+               err ? err : "?");
+        free(err);
+        return NULL;
+    }
+    route_table_set_plugin_tables(t, explain_plugin_has_table, e);
+    printf("plugins: imported, to learn the tables they register\n");
+    return e;
+}
+
 static int explain_routes(const Config *cfg, const RouteClient *client, const char *sql)
 {
     char *err = NULL;
@@ -90,6 +119,9 @@ static int explain_routes(const Config *cfg, const RouteClient *client, const ch
         free(err);
         return 1;
     }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    PlugEngine *plugins = explain_plugins(cfg, &loop, t);
     RouteParse p;
     RqError e = {0};
     int rc = 0;
@@ -138,6 +170,9 @@ static int explain_routes(const Config *cfg, const RouteClient *client, const ch
     }
     route_parse_free(&p);
     route_table_free(t);
+    plug_engine_free(plugins);
+    uv_run(&loop, UV_RUN_DEFAULT);      /* closes the engine's handle */
+    uv_loop_close(&loop);
     return rc;
 }
 

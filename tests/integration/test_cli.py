@@ -53,6 +53,19 @@ def test_explain_names_route_and_reason():
     assert '=> route "local": local' in r.stdout
 
 
+def test_explain_imports_plugins_whose_routes_claim_their_tables(short_tmp):
+    cfg = os.path.join(short_tmp, "claims.json")
+    with open(cfg, "w") as f:
+        json.dump({"plugins": {"demo": {"module": os.path.join(harness.REPO, "plugins", "demo.py")}},
+                   "routes": [{"name": "demo", "to": "plugin:demo"}, {"name": "rest", "to": "local"}]}, f)
+    r = run("--config", cfg, "--explain", "SELECT * FROM sales JOIN customers USING (id)")
+    assert r.returncode == 0, r.stderr
+    assert "plugins: imported" in r.stdout
+    assert r.stdout.rstrip().endswith('=> route "demo": plugin:demo')
+    r = run("--config", cfg, "--explain", "SELECT * FROM elsewhere")
+    assert r.stdout.rstrip().endswith('=> route "rest": local')
+
+
 def test_version_help_and_usage():
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("riffq ")
