@@ -80,6 +80,11 @@ typedef struct PlugCtx {
     int extended;               /* the statement came by the extended protocol */
 } PlugCtx;
 
+/* Set ctx's client_addr and client_port from a peer name as the server
+ * writes it ("ip:port"; "[local]" for a Unix socket leaves them unset).
+ * ip must hold INET6_ADDRSTRLEN (46) bytes and outlive ctx's use. */
+void plug_ctx_set_peer(PlugCtx *ctx, const char *peer, char *ip);
+
 /* Called on the loop thread whenever the query made progress: columns are
  * known, a batch of rows is ready, or it finished (done or error). */
 typedef void (*PlugReadyCb)(void *ud);

@@ -380,6 +380,17 @@ static PyObject *make_ctx(PlugEngine *e, const PlugCtx *c, int describe)
     return ctx;
 }
 
+void plug_ctx_set_peer(PlugCtx *ctx, const char *peer, char *ip)
+{
+    const char *colon = peer ? strrchr(peer, ':') : NULL;
+    size_t n = colon ? (size_t)(colon - peer) : 0;
+    if (!colon || n == 0 || n >= 46 || peer[0] == '?' || peer[0] == '[') return;
+    memcpy(ip, peer, n);
+    ip[n] = '\0';
+    ctx->client_addr = ip;
+    ctx->client_port = atoi(colon + 1);
+}
+
 /* The ctx a job was started with (a view of its own copies). */
 static PlugCtx query_ctx(const PlugQuery *q)
 {

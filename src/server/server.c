@@ -671,17 +671,28 @@ static PlugCtx conn_plug_ctx(Conn *c, char *ip)
     const char *app = startup_value(c, "application_name");
     PlugCtx ctx = { .user = c->user, .database = c->database, .application_name = app ? app : "",
                     .route = "", .session_id = c->pid };
-    const char *colon = c->listener->is_unix ? NULL : strrchr(c->peer, ':');
-    size_t n = colon ? (size_t)(colon - c->peer) : 0;
-    if (colon && n > 0 && n < INET6_ADDRSTRLEN && c->peer[0] != '?') {
-        memcpy(ip, c->peer, n);
-        ip[n] = '\0';
-        ctx.client_addr = ip;
-        ctx.client_port = atoi(colon + 1);
-    }
+    if (!c->listener->is_unix) plug_ctx_set_peer(&ctx, c->peer, ip);
     if (c->ssl) ctx.server_name = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
     ctx.options = startup_value(c, "options");
     return ctx;
+}
+
+/* A login hook (on_connect, authenticate) answered: 0 to go on, or -1
+ * with e set from the plugin's error (sqlstate and message are the
+ * defaults for what it left out).  The hook is freed either way. */
+static int hook_result(Conn *c, const char *sqlstate, const char *message, RqError *e)
+{
+    int failed = plug_query_state(c->hook) == PLUG_FAILED;
+    if (failed) {
+        const RqError *pe = plug_query_error(c->hook);
+        rq_error_set(e, pe && pe->sqlstate[0] ? pe->sqlstate : sqlstate, "%s",
+                     pe && pe->message ? pe->message : message);
+        if (pe && pe->detail) rq_error_detail(e, "%s", pe->detail);
+        if (pe && pe->hint) rq_error_hint(e, "%s", pe->hint);
+    }
+    plug_query_free(c->hook);
+    c->hook = NULL;
+    return failed ? -1 : 0;
 }
 
 static void on_connect_hooks(void *ud)
@@ -689,22 +700,13 @@ static void on_connect_hooks(void *ud)
     Conn *c = ud;
     PlugState st = plug_query_state(c->hook);
     if (st == PLUG_RUNNING || st == PLUG_COLUMNS) return;
-    if (st == PLUG_FAILED) {
+    RqError e = {0};
+    if (hook_result(c, "28000", "login rejected by a plugin", &e) < 0) {
         /* a plugin refused the login */
-        const RqError *pe = plug_query_error(c->hook);
-        RqError e = {0};
-        rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "28000", "%s",
-                     pe && pe->message ? pe->message : "login rejected by a plugin");
-        if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
-        if (pe && pe->hint) rq_error_hint(&e, "%s", pe->hint);
-        plug_query_free(c->hook);
-        c->hook = NULL;
         log_info("login of \"%s\" from %s rejected by a plugin: %s", c->user, c->peer, e.message);
         conn_fail(c, &e);
         return;
     }
-    plug_query_free(c->hook);
-    c->hook = NULL;
     c->waiting = 0;
     start_session(c);
     if (!c->closing) io_resume(c);
@@ -732,17 +734,9 @@ static void on_auth_hook(void *ud)
     PlugState st = plug_query_state(c->hook);
     if (st == PLUG_RUNNING || st == PLUG_COLUMNS) return;
     RqError e = {0};
-    if (st == PLUG_FAILED) {
-        const RqError *pe = plug_query_error(c->hook);
-        rq_error_set(&e, pe && pe->sqlstate[0] ? pe->sqlstate : "28P01", "%s",
-                     pe && pe->message ? pe->message : "password authentication failed");
-        if (pe && pe->detail) rq_error_detail(&e, "%s", pe->detail);
-        if (pe && pe->hint) rq_error_hint(&e, "%s", pe->hint);
-    }
-    plug_query_free(c->hook);
-    c->hook = NULL;
+    int rc = hook_result(c, "28P01", "password authentication failed", &e);
     c->waiting = 0;
-    if (rq_error_is_set(&e)) {
+    if (rc < 0) {
         log_info("authentication failed for user \"%s\" from %s: %s", c->user, c->peer, e.message);
         conn_fail(c, &e);
         return;

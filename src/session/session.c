@@ -528,17 +528,7 @@ static PlugQuery *plug_start(Session *s, const Target *t, const char *sql, Porta
         .extended = portal != NULL || described != NULL,
     };
     char ip[INET6_ADDRSTRLEN];
-    if (s->has_addr && s->addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->addr;
-        uv_ip6_name(a, ip, sizeof ip);
-        ctx.client_addr = ip;
-        ctx.client_port = ntohs(a->sin6_port);
-    } else if (s->has_addr && s->addr.ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->addr;
-        uv_ip4_name(a, ip, sizeof ip);
-        ctx.client_addr = ip;
-        ctx.client_port = ntohs(a->sin_port);
-    }
+    if (s->has_addr) plug_ctx_set_peer(&ctx, s->client, ip);
     if (described) {
         /* Describe of a statement: no values yet, so every parameter is
          * NULL; handlers see ctx["describe"] and may answer columns only */
