@@ -83,7 +83,8 @@ void up_pool_free(UpPool *p);
  * the conninfo does not fix them (dbname=/user= absent).  Returns a wait
  * handle while queued (may be NULL when cb was already called: an idle
  * connection is handed out synchronously).  cb is called exactly once
- * unless up_wait_cancel comes first; after up_pool_free, with 57P01. */
+ * unless up_wait_cancel comes first; after up_pool_free, with 57P01.
+ * user and database are borrowed: they must outlive the wait. */
 UpWait *up_pool_acquire(UpPool *p, const char *user, const char *database,
                         UpAcquireCb cb, void *ud);
 /* The same for a statement that only reads: from a healthy replica (round

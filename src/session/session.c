@@ -1120,22 +1120,65 @@ static void statement_hash_name(const char *sql, const uint32_t *types, uint16_t
     snprintf(out, 24, "rq%016llx", (unsigned long long)h);
 }
 
+/* Drivers in extended mode send the same unnamed Parse before every
+ * execution (pgbench -M extended, JDBC before its prepare threshold).  When
+ * the unnamed statement already holds that text and those types for the
+ * same upstream, keep its record and only relay the message: building a
+ * new one cost five allocations per statement.  Returns 1 when it handled
+ * the Parse (*st says how). */
+static int reparse_unnamed(Session *s, const WireParse *m, const Target *t, const uint8_t *body,
+                           size_t len, SessStatus *st, RqError *err)
+{
+    Prepared *old = find_stmt(s, "");
+    if (!old || old->parsed || t->kind != TARGET_UPSTREAM || old->target.kind != TARGET_UPSTREAM ||
+        old->target.index != t->index || old->n_decl != m->n_types || strcmp(old->sql, m->query))
+        return 0;
+    for (uint16_t i = 0; i < m->n_types; i++)
+        if (old->decl_types[i] != wire_oid_at(m->types, i)) return 0;
+    old->target = *t;
+    if (check_sticky(s, t, err) < 0) {
+        if (relay_busy(s)) {
+            rq_error_free(err);
+            *st = wait_for_relay(s);
+        } else {
+            *st = SESS_OK;
+        }
+        return 1;
+    }
+    *st = relay_message(s, t->index, 'P', body, len, old);
+    if (*st == SESS_OK) s->batch_upstream = 1;
+    return 1;
+}
+
 static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqError *err)
 {
     WireParse m;
     Target t;
     if (wire_decode_parse(body, len, &m, err) < 0) return SESS_CLOSE;
+    /* pure proxying: the route needs no parse tree, only the session */
+    int proxy_only = !needs_parse(s) && !s->cursors && !admin_is_show(m.query);
+    if (proxy_only) {
+        if (decide(s, NULL, &t, err) < 0) {
+            if (relay_busy(s)) {
+                rq_error_free(err);
+                return wait_for_relay(s);
+            }
+            return SESS_OK;
+        }
+        SessStatus st;
+        if (!m.name[0] && reparse_unnamed(s, &m, &t, body, len, &st, err)) return st;
+    }
     Prepared *p = xcalloc(1, sizeof *p);
     p->refs = 1;
     int parsed = 0;
-    if (admin_is_show(m.query)) {
+    if (proxy_only) {
+        /* decided above */
+    } else if (admin_is_show(m.query)) {
         /* the gateway's own views, whatever the routes say (as in the
          * simple protocol: drivers prepare what they run repeatedly) */
         parsed = route_parse(m.query, &p->parse, err) == 0;
         if (!parsed) goto fail;
         t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
-    } else if (!needs_parse(s) && !s->cursors) {
-        if (decide(s, NULL, &t, err) < 0) goto fail;
     } else {
         parsed = route_parse(m.query, &p->parse, err) == 0;
         if (!parsed) {
@@ -1310,6 +1353,8 @@ static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
 /* A portal record for a relayed Bind: only where later messages go. */
 static void bind_relayed(Session *s, const char *portal, Prepared *ps)
 {
+    Portal *old = find_portal(s, portal);
+    if (old && old->ps == ps && !old->params && !old->pq && !old->cop && !old->formats) return;
     drop_portal(s, portal);
     Portal *p = xcalloc(1, sizeof *p);
     p->name = xstrdup(portal);

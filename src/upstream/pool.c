@@ -136,6 +136,26 @@ static void close_conn(UpConn *c)
 
 /* ---- waiters ---- */
 
+static void on_wait_timeout(uv_timer_t *t);
+
+/* Make the key's timer fire by deadline (loop time); an armed timer due
+ * sooner stays as it is: when it fires it fails what has expired and
+ * re-arms for the earliest deadline left. */
+static void wait_arm(UpKey *k, uint64_t deadline)
+{
+    UpPool *p = k->host->pool;
+    uint64_t now = uv_now(p->loop);
+    if (!k->wait_timer) {
+        k->wait_timer = xmalloc(sizeof *k->wait_timer);
+        uv_timer_init(p->loop, k->wait_timer);
+        k->wait_timer->data = k;
+    } else if (uv_is_active((uv_handle_t *)k->wait_timer) &&
+               now + uv_timer_get_due_in(k->wait_timer) <= deadline) {
+        return;
+    }
+    uv_timer_start(k->wait_timer, on_wait_timeout, deadline > now ? deadline - now : 0, 0);
+}
+
 static void wait_link(UpKey *k, UpWait *w)
 {
     w->key = k;
@@ -145,6 +165,7 @@ static void wait_link(UpKey *k, UpWait *w)
     else k->wait_head = w;
     k->wait_tail = w;
     k->n_wait++;
+    if (w->deadline_ms) wait_arm(k, w->deadline_ms);
 }
 
 static void wait_unlink(UpWait *w)
@@ -161,13 +182,6 @@ static void wait_unlink(UpWait *w)
 static void wait_free(UpWait *w)
 {
     wait_unlink(w);
-    if (w->timer) {
-        w->timer->data = NULL;
-        uv_close((uv_handle_t *)w->timer, free_handle);
-        w->timer = NULL;
-    }
-    free(w->user);
-    free(w->database);
     free(w);
 }
 
@@ -192,20 +206,29 @@ static void give(UpConn *c, UpWait *w)
 
 static void on_wait_timeout(uv_timer_t *t)
 {
-    UpWait *w = t->data;
-    if (!w) return;
-    UpKey *k = w->key;
+    UpKey *k = t->data;
     UpPool *p = k->host->pool;
-    RqError err = {0};
-    rq_error_set(&err, "53300", "timed out waiting for a server connection from pool \"%s\"", p->name);
-    rq_error_detail(&err, "Waited %d ms; %d of %d server connections were in use and %d were being opened.",
-                    p->opts.wait_timeout_ms, k->active.n + k->resetting.n, p->opts.pool_size,
-                    k->connecting.n);
-    rq_error_hint(&err, "Raise pool_size or the wait timeout of this upstream, or keep transactions shorter.");
     upool_enter(p);
-    wait_fail(w, &err);
+    for (;;) {
+        /* rescan after each failure: its callback may change the queue */
+        uint64_t now = uv_now(p->loop);
+        UpWait *w = k->wait_head;
+        while (w && !(w->deadline_ms && w->deadline_ms <= now)) w = w->next;
+        if (!w) break;
+        RqError err = {0};
+        rq_error_set(&err, "53300", "timed out waiting for a server connection from pool \"%s\"", p->name);
+        rq_error_detail(&err, "Waited %d ms; %d of %d server connections were in use and %d were being opened.",
+                        p->opts.wait_timeout_ms, k->active.n + k->resetting.n, p->opts.pool_size,
+                        k->connecting.n);
+        rq_error_hint(&err, "Raise pool_size or the wait timeout of this upstream, or keep transactions shorter.");
+        wait_fail(w, &err);
+        rq_error_free(&err);
+    }
+    uint64_t first = 0;
+    for (UpWait *w = k->wait_head; w; w = w->next)
+        if (w->deadline_ms && (!first || w->deadline_ms < first)) first = w->deadline_ms;
+    if (first) wait_arm(k, first);
     upool_leave(p);
-    rq_error_free(&err);
 }
 
 /* ---- opening ---- */
@@ -275,6 +298,7 @@ static UpKey *key_get(UpHost *h, const char *user, const char *database)
 
 static void key_free(UpKey *k)
 {
+    if (k->wait_timer) uv_close((uv_handle_t *)k->wait_timer, free_handle);
     free(k->user);
     free(k->database);
     free(k);
@@ -634,15 +658,10 @@ static UpWait *acquire_on(UpHost *h, const char *user, const char *database,
     UpWait *w = xcalloc(1, sizeof *w);
     w->cb = cb;
     w->ud = ud;
-    w->user = user ? xstrdup(user) : NULL;
-    w->database = database ? xstrdup(database) : NULL;
+    w->user = user;
+    w->database = database;
+    if (p->opts.wait_timeout_ms > 0) w->deadline_ms = uv_now(p->loop) + (uint64_t)p->opts.wait_timeout_ms;
     wait_link(k, w);
-    if (p->opts.wait_timeout_ms > 0) {
-        w->timer = xmalloc(sizeof *w->timer);
-        uv_timer_init(p->loop, w->timer);
-        w->timer->data = w;
-        uv_timer_start(w->timer, on_wait_timeout, (uint64_t)p->opts.wait_timeout_ms, 0);
-    }
     dispatch(k);        /* opens asynchronously: w stays valid */
     upool_leave(p);
     return w;

@@ -109,9 +109,9 @@ struct UpWait {
     UpWait *prev, *next;
     UpAcquireCb cb;
     void *ud;
-    char *user;
-    char *database;
-    uv_timer_t *timer;          /* NULL without wait_timeout_ms; frees itself on close */
+    const char *user;           /* the acquirer's: valid while it waits */
+    const char *database;
+    uint64_t deadline_ms;       /* loop time it fails at; 0: waits forever */
 };
 
 /* One (user, database) of a host: what the conninfo leaves open. */
@@ -123,6 +123,10 @@ struct UpKey {
     UpList connecting, idle, active, resetting;
     UpWait *wait_head, *wait_tail;
     int n_wait;
+    /* One timer for all waiters, armed for the earliest deadline and moved
+     * on lazily when it fires: a per-waiter timer cost a malloc and a
+     * handle close on every queued acquire, and under load most are. */
+    uv_timer_t *wait_timer;
     uint64_t retry_after_ms;
 };
 

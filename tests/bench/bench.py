@@ -5,7 +5,10 @@ One throwaway PostgreSQL 15 cluster, one pgbouncer (transaction pooling) and
 one riffq (routes/proxy.json, transaction pooling, the same pool size) run at
 the same time; pgbench is pointed at each in turn, interleaved (direct,
 pgbouncer, riffq, then again), with identical settings, so machine noise hits
-all three alike.  Prints median tps and latency per target and the ratios
+all three alike.  Each server runs in its own session, as a service would
+(pg_ctl does that for Postgres): with the kernel's autogroup scheduling, a
+pooler left in pgbench's session would share one CPU share with pgbench
+while the other had a share of its own.  Prints median tps and latency per target and the ratios
 riffq/pgbouncer and riffq/direct, then measures riffq's memory for idle
 client connections.
 
@@ -15,7 +18,7 @@ serving the same table and answering SELECT 1.
 
 Environment: BENCH_SECONDS (per run, default 5), BENCH_REPEAT (default 3),
 BENCH_CLIENTS (default "1 16 64 256"), BENCH_SCALE (pgbench -s, default 10),
-BENCH_IDLE (idle connections to hold, default 10000), BENCH_QUICK=1 (only -S),
+BENCH_IDLE (idle connections to hold, default 10000; 0 skips), BENCH_QUICK=1 (only -S),
 BENCH_ONLY=proxy|plugins (one section only), BENCH_ROWS (rows of the plugin
 table, default 1000000), BENCH_PERF=1 (profile riffq in the plugin section).
 """
@@ -137,7 +140,8 @@ pidfile = {d}/pgbouncer.pid
     for p in (ini, os.path.join(d, "userlist.txt")):
         if os.geteuid() == 0:
             shutil.chown(p, "postgres")
-    proc = subprocess.Popen(as_postgres(["pgbouncer", ini]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(as_postgres(["pgbouncer", ini]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         wait_port(port, proc)
     except RuntimeError:
@@ -154,7 +158,7 @@ def start_riffq(cluster):
                RIFFQ_MAX_CLIENTS="30000", RIFFQ_LOG_LEVEL="warning")
     log = open(os.path.join(cluster.dir, "riffq.log"), "w")
     proc = subprocess.Popen([os.path.join(ROOT, "build", "riffq"), "--config", os.path.join(ROOT, "routes", "proxy.json")],
-                            env=env, stdout=log, stderr=log)
+                            env=env, stdout=log, stderr=log, start_new_session=True)
     wait_port(port, proc)
     return proc, port
 
@@ -258,6 +262,8 @@ def print_table(rows):
 
 
 def idle_memory(proc, port):
+    if IDLE <= 0:
+        return
     before = rss_kib(proc.pid)
     socks = open_idle(port, IDLE)
     time.sleep(1)

@@ -53,7 +53,8 @@ def start_riffq_plugin(cluster, rows):
         json.dump(cfg, f)
     log = open(os.path.join(cluster.dir, "riffq-plugin.log"), "w")
     proc = subprocess.Popen([os.path.join(B.ROOT, "build", "riffq"), "--config", path],
-                            env=dict(os.environ, BENCH_ROWS=str(rows)), stdout=log, stderr=log)
+                            env=dict(os.environ, BENCH_ROWS=str(rows)), stdout=log, stderr=log,
+                            start_new_session=True)
     B.wait_port(port, proc, timeout=180)       # the DataFrame is built before it listens
     return proc, port
 

@@ -523,6 +523,54 @@ START_TEST(test_wait_timeout)
 }
 END_TEST
 
+/* Waiters share one timer per key: each must still time out on its own
+ * deadline, not its neighbour's, and one served in time must not fail. */
+START_TEST(test_wait_timeout_staggered)
+{
+    T t;
+    UpPoolOpts o = opts_default();
+    o.pool_size = 1;
+    o.min_pool_size = 1;
+    o.wait_timeout_ms = 300;
+    t_init(&t, conninfo(NULL), &o);
+    Client a, b, c, d;
+    client_init(&a, &t);
+    client_init(&b, &t);
+    client_init(&c, &t);
+    client_init(&d, &t);
+    RUN_UNTIL(&t, stats(&t).idle == 1, 10000);
+    acquire_ok(&a);
+    uint64_t t0 = uv_hrtime();
+    ck_assert_ptr_nonnull(acquire(&b, "postgres", "postgres"));
+    run_for(&t, 150);
+    ck_assert_int_eq(b.done, 0);
+    uint64_t t1 = uv_hrtime();
+    ck_assert_ptr_nonnull(acquire(&c, "postgres", "postgres"));
+    RUN_UNTIL(&t, b.done, 5000);
+    ck_assert_str_eq(b.sqlstate, "53300");
+    ck_assert_uint_ge((uv_hrtime() - t0) / 1000000, 250);
+    ck_assert_int_eq(c.done, 0);            /* its deadline is later */
+    RUN_UNTIL(&t, c.done, 5000);
+    ck_assert_str_eq(c.sqlstate, "53300");
+    ck_assert_uint_ge((uv_hrtime() - t1) / 1000000, 250);
+    /* served before its deadline: the callback ran once, with the conn */
+    ck_assert_ptr_nonnull(acquire(&d, "postgres", "postgres"));
+    up_pool_release(t.pool, a.conn, 1);
+    ck_assert_int_eq(d.done, 1);
+    ck_assert_ptr_nonnull(d.conn);
+    run_for(&t, 400);
+    ck_assert_int_eq(d.done, 1);
+    ck_assert_ptr_nonnull(d.conn);
+    ck_assert_int_eq(stats(&t).waiting, 0);
+    up_pool_release(t.pool, d.conn, 1);
+    client_free(&a);
+    client_free(&b);
+    client_free(&c);
+    client_free(&d);
+    t_finish(&t);
+}
+END_TEST
+
 START_TEST(test_wait_cancel)
 {
     T t;
@@ -1124,6 +1172,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_reuse_same_backend);
     tcase_add_test(tc, test_wait_queue);
     tcase_add_test(tc, test_wait_timeout);
+    tcase_add_test(tc, test_wait_timeout_staggered);
     tcase_add_test(tc, test_wait_cancel);
     tcase_add_test(tc, test_connect_refused);
     tcase_add_test(tc, test_wrong_password);

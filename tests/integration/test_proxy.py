@@ -432,3 +432,57 @@ def test_auth_query_uses_verifiers_postgres_holds(riffq_factory, pg_cluster, sch
     with psycopg.connect(srv.dsn(user="pgalice", password="pw-secret"), autocommit=True) as c:
         pools = c.execute("SHOW riffq.pools").fetchall()
         assert pools[0][3] == 0 or pools[0][3] == 1     # active: at most this session's
+
+
+def test_repeated_unnamed_parse_follows_text_and_types(proxy, schema):
+    """Drivers in extended mode re-send the same unnamed Parse before every
+    execution, and the gateway keeps its record of the unnamed statement when
+    text and types repeat.  Each round must still run what the client sent:
+    new text, new declared types, a Describe of the statement, and a Bind
+    that names a statement the unnamed Parse replaced."""
+    from harness import (SYNC, bind_msg, describe_msg, execute_msg, parse_msg,
+                         parse_param_description, parse_row_description, rows_of, types_of)
+    srv = proxy(pool_size=2)
+    INT4, INT8, TEXT = 23, 20, 25
+
+    def run(c, sql, types, params, describe=False):
+        out = parse_msg("", sql, types)
+        if describe:
+            out += describe_msg(b"S", "")
+        c.send(out + bind_msg("", "", params) + describe_msg(b"P", "") + execute_msg("") + SYNC)
+        return c.read_until_ready()
+
+    with srv.connect_raw() as c:
+        c.startup(USER, PASSWORD, database="postgres")
+        for i in (1, 2, 3):
+            got = run(c, "SELECT name FROM items WHERE id = $1", (), [str(i)])
+            assert types_of(got) == "12TDCZ"
+            assert rows_of(got) == [[b"item %d" % i]]
+        # same text, other declared type: the result type follows it
+        got = run(c, "SELECT $1 AS v", (INT8,), ["9000000000"], describe=True)
+        assert types_of(got) == "1tT2TDCZ"
+        assert parse_param_description(got[1][1]) == [INT8]
+        assert parse_row_description(got[2][1])[0]["type_oid"] == INT8
+        got = run(c, "SELECT $1 AS v", (TEXT,), ["abc"], describe=True)
+        assert parse_param_description(got[1][1]) == [TEXT]
+        assert parse_row_description(got[2][1])[0]["type_oid"] == TEXT
+        assert rows_of(got) == [[b"abc"]]
+        got = run(c, "SELECT $1 AS v", (TEXT,), ["again"], describe=True)
+        assert parse_param_description(got[1][1]) == [TEXT]
+        assert rows_of(got) == [[b"again"]]
+        # other text after a repeat
+        got = run(c, "SELECT price FROM items WHERE id = $1", (INT4,), ["4"])
+        assert rows_of(got) == [[b"6.00"]]
+        # an error in a repeated statement leaves the next round working
+        for _ in range(2):
+            got = run(c, "SELECT 1 / $1::int", (), ["0"])
+            assert "E" in types_of(got) and c.status == "I"
+        got = run(c, "SELECT 1 / $1::int", (), ["4"])
+        assert rows_of(got) == [[b"0"]]
+        # inside a transaction block, then after it
+        c.query("BEGIN")
+        for i in (5, 6):
+            assert rows_of(run(c, "SELECT name FROM items WHERE id = $1", (), [str(i)])) == [[b"item %d" % i]]
+            assert c.status == "T"
+        c.query("COMMIT")
+        assert rows_of(run(c, "SELECT name FROM items WHERE id = $1", (), ["7"])) == [[b"item 7"]]
