@@ -114,6 +114,7 @@ struct Conn {
     char *user;                 /* from the startup packet (owned) */
     char *database;
     char *peer;                 /* "ip:port" or "unix" */
+    struct sockaddr_in6 addr;   /* the peer (sockaddr_in fits too); family 0: unix or unknown */
     const AuthVerifier *verifier;   /* NULL for unknown users */
     AuthScram *scram;
     uint8_t md5_salt[4];
@@ -621,10 +622,6 @@ static void start_session(Conn *c)
         n++;
     }
     wire_auth(&c->out, 0, NULL, 0);     /* AuthenticationOk */
-    struct sockaddr_storage ss;
-    int sslen = sizeof ss;
-    int has_addr = !c->listener->is_unix &&
-                   uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sslen) == 0;
     SessInit si = {
         .env = &c->cref->env,
         .io = { .ctx = c, .flush = io_flush, .resume = io_resume, .close = io_close, .queued = io_queued },
@@ -632,7 +629,7 @@ static void start_session(Conn *c)
         .pid = c->pid, .key = c->key,
         .keys = (const char *const *)keys, .vals = (const char *const *)vals, .n = n,
         .client_addr = c->peer,
-        .addr = has_addr ? (const struct sockaddr *)&ss : NULL,
+        .addr = c->addr.sin6_family ? (const struct sockaddr *)&c->addr : NULL,
         .listen = c->listener->name,
     };
     c->sess = sess_new(&si, &c->out, &err);
@@ -1262,7 +1259,7 @@ static void on_auth_timeout(uv_timer_t *t)
 
 /* ---- accepting ---- */
 
-static char *peer_name(uv_stream_t *s, int is_unix)
+static char *peer_name(uv_stream_t *s, int is_unix, struct sockaddr_in6 *addr)
 {
     if (is_unix) return xstrdup("[local]");
     struct sockaddr_storage ss;
@@ -1274,10 +1271,12 @@ static char *peer_name(uv_stream_t *s, int is_unix)
             struct sockaddr_in *a = (struct sockaddr_in *)&ss;
             uv_ip4_name(a, host, sizeof host);
             port = ntohs(a->sin_port);
+            memcpy(addr, a, sizeof *a);
         } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
             uv_ip6_name(a, host, sizeof host);
             port = ntohs(a->sin6_port);
+            *addr = *a;
         }
     }
     return xasprintf("%s:%d", host, port);
@@ -1312,7 +1311,7 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     if (!l->is_unix) uv_tcp_nodelay(&c->h.tcp, 1);
-    c->peer = peer_name(&c->h.stream, l->is_unix);
+    c->peer = peer_name(&c->h.stream, l->is_unix, &c->addr);
     if (srv->n_conns > (size_t)c->cref->cfg->max_clients + EXTRA_CONNECTIONS) {
         /* far beyond the limit: don't even read the startup packet */
         conn_fail_with(c, "53300", "sorry, too many clients already");

@@ -221,9 +221,7 @@ def proxy_section(cluster, procs):
                 res = {t: [] for t, _ in targets}
                 for _ in range(REPEAT):
                     for t, port in targets:
-                        r = pgbench(port, args)
-                        if r:
-                            res[t].append(r)
+                        res[t].append(pgbench(port, args))
                 rows.append((f"{sname} -M {mode} -c {c}", res))
                 print_row(rows[-1], flush=True)
         # new connection per transaction
@@ -231,9 +229,7 @@ def proxy_section(cluster, procs):
         res = {t: [] for t, _ in targets}
         for _ in range(REPEAT):
             for t, port in targets:
-                r = pgbench(port, args)
-                if r:
-                    res[t].append(r)
+                res[t].append(pgbench(port, args))
         rows.append((f"{sname} -C -M simple -c 16", res))
         print_row(rows[-1], flush=True)
     print()
@@ -242,7 +238,18 @@ def proxy_section(cluster, procs):
 
 
 def med(rs, i):
-    return statistics.median(r[i] for r in rs) if rs else float("nan")
+    """Median of one field over the runs; nan when any run failed: a
+    target that works only some of the time (pgbouncer with -M prepared
+    when another client's statement of the same name happens to be on its
+    server) has no speed worth comparing."""
+    if not rs or any(r is None for r in rs):
+        return float("nan")
+    return statistics.median(r[i] for r in rs)
+
+
+def cell(rs, v, fmt):
+    bad = sum(r is None for r in rs)
+    return f"failed {bad}/{len(rs)}" if bad else fmt.format(v)
 
 
 def print_row(row, flush=False):
@@ -258,7 +265,11 @@ def print_table(rows):
     for name, res in rows:
         d, b, q = (med(res[t], 0) for t in ("direct", "pgbouncer", "riffq"))
         ql, bl = med(res["riffq"], 1), med(res["pgbouncer"], 1)
-        print(f"| `{name}` | {d:.0f} | {b:.0f} | {q:.0f} | {ql:.3f} | {bl:.3f} | {q / b if b else float('nan'):.2f} | {q / d if d else float('nan'):.2f} |")
+        rd, rb, rq = res["direct"], res["pgbouncer"], res["riffq"]
+        ratio_b = "n/a" if None in rb + rq else f"{q / b:.2f}"
+        ratio_d = "n/a" if None in rd + rq else f"{q / d:.2f}"
+        print(f"| `{name}` | {cell(rd, d, '{:.0f}')} | {cell(rb, b, '{:.0f}')} | {cell(rq, q, '{:.0f}')} | "
+              f"{cell(rq, ql, '{:.3f}')} | {cell(rb, bl, '{:.3f}')} | {ratio_b} | {ratio_d} |")
 
 
 def idle_memory(proc, port):
