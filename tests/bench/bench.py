@@ -9,7 +9,9 @@ all three alike.  Each server runs in its own session, as a service would
 (pg_ctl does that for Postgres): with the kernel's autogroup scheduling, a
 pooler left in pgbench's session would share one CPU share with pgbench
 while the other had a share of its own.  Prints median tps and latency per target and the ratios
-riffq/pgbouncer and riffq/direct, then measures riffq's memory for idle
+riffq/pgbouncer and riffq/direct, and the CPU time each pooler spent per
+transaction (from /proc/PID/stat: a measure of the pooler's own cost that,
+unlike tps, hardly moves when a shared machine's speed does), then measures riffq's memory for idle
 client connections.
 
 Then the plugin section (tests/bench/plugin_bench.py): riffq serving a
@@ -163,17 +165,34 @@ def start_riffq(cluster):
     return proc, port
 
 
-def pgbench(port, args):
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def pgbench(port, args, pid=None):
+    """One pgbench run: (tps, latency ms, failed transactions, CPU time
+    of process pid per transaction in microseconds, or nan), or None when
+    it failed.  The CPU column compares what each pooler spends on the same
+    work; unlike tps it hardly moves when the machine's speed does."""
     cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-T", str(SECONDS)] + args + ["bench"]
+    t0 = cpu_ticks(pid) if pid else 0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS * 10 + 120)
+    t1 = cpu_ticks(pid) if pid else 0
     text = out.stdout + out.stderr
     tps = re.search(r"tps = ([0-9.]+) \((?:without|excluding|including)", text)
     lat = re.search(r"latency average = ([0-9.]+) ms", text)
     failed = re.search(r"number of failed transactions: ([0-9]+)", text)
+    done = re.search(r"number of transactions actually processed: ([0-9]+)", text)
     if out.returncode != 0 or not tps:
         sys.stderr.write(f"pgbench failed on port {port} {' '.join(args)}:\n{text[-2000:]}\n")
         return None
-    return float(tps.group(1)), float(lat.group(1)) if lat else float("nan"), int(failed.group(1)) if failed else 0
+    n = int(done.group(1)) if done else 0
+    cpu = (t1 - t0) * 1e6 / os.sysconf("SC_CLK_TCK") / n if pid and n else float("nan")
+    return (float(tps.group(1)), float(lat.group(1)) if lat else float("nan"),
+            int(failed.group(1)) if failed else 0, cpu)
 
 
 def main():
@@ -209,7 +228,10 @@ def proxy_section(cluster, procs):
     bouncer, bport = start_pgbouncer(cluster)
     riffq, rport = start_riffq(cluster)
     procs += [bouncer, riffq]
-    targets = [("direct", cluster.port), ("pgbouncer", bport), ("riffq", rport)]
+    # runuser stays pgbouncer's parent: its pid file names the pooler itself
+    with open(os.path.join(cluster.dir, "pgbouncer.pid")) as f:
+        bpid = int(f.read().split()[0])
+    targets = [("direct", cluster.port, None), ("pgbouncer", bport, bpid), ("riffq", rport, riffq.pid)]
     scripts = [("-S", ["-S"])] if os.environ.get("BENCH_QUICK") else [("-S", ["-S"]), ("tpcb", [])]
     rows = []
     for sname, sargs in scripts:
@@ -218,18 +240,18 @@ def proxy_section(cluster, procs):
                 if c > 1 and c > 256:
                     continue
                 args = sargs + ["-M", mode, "-c", str(c), "-j", str(min(c, 2))]
-                res = {t: [] for t, _ in targets}
+                res = {t: [] for t, _, _ in targets}
                 for _ in range(REPEAT):
-                    for t, port in targets:
-                        res[t].append(pgbench(port, args))
+                    for t, port, pid in targets:
+                        res[t].append(pgbench(port, args, pid))
                 rows.append((f"{sname} -M {mode} -c {c}", res))
                 print_row(rows[-1], flush=True)
         # new connection per transaction
         args = sargs + ["-C", "-M", "simple", "-c", "16", "-j", "2"]
-        res = {t: [] for t, _ in targets}
+        res = {t: [] for t, _, _ in targets}
         for _ in range(REPEAT):
-            for t, port in targets:
-                res[t].append(pgbench(port, args))
+            for t, port, pid in targets:
+                res[t].append(pgbench(port, args, pid))
         rows.append((f"{sname} -C -M simple -c 16", res))
         print_row(rows[-1], flush=True)
     print()
@@ -260,8 +282,9 @@ def print_row(row, flush=False):
 
 
 def print_table(rows):
-    print("| workload | direct tps | pgbouncer tps | riffq tps | riffq lat ms | pgbouncer lat ms | riffq/pgbouncer | riffq/direct |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| workload | direct tps | pgbouncer tps | riffq tps | riffq lat ms | pgbouncer lat ms | riffq/pgbouncer | riffq/direct "
+          "| pgbouncer CPU µs/txn | riffq CPU µs/txn |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, res in rows:
         d, b, q = (med(res[t], 0) for t in ("direct", "pgbouncer", "riffq"))
         ql, bl = med(res["riffq"], 1), med(res["pgbouncer"], 1)
@@ -269,7 +292,8 @@ def print_table(rows):
         ratio_b = "n/a" if None in rb + rq else f"{q / b:.2f}"
         ratio_d = "n/a" if None in rd + rq else f"{q / d:.2f}"
         print(f"| `{name}` | {cell(rd, d, '{:.0f}')} | {cell(rb, b, '{:.0f}')} | {cell(rq, q, '{:.0f}')} | "
-              f"{cell(rq, ql, '{:.3f}')} | {cell(rb, bl, '{:.3f}')} | {ratio_b} | {ratio_d} |")
+              f"{cell(rq, ql, '{:.3f}')} | {cell(rb, bl, '{:.3f}')} | {ratio_b} | {ratio_d} | "
+              f"{cell(rb, med(rb, 3), '{:.1f}')} | {cell(rq, med(rq, 3), '{:.1f}')} |")
 
 
 def idle_memory(proc, port):
