@@ -201,7 +201,8 @@ def test_connect_and_disconnect_hooks_see_the_connection(child, monkeypatch):
         assert c.execute("select 1").fetchone() == (1,)
     import time
     deadline = time.monotonic() + 5
-    while "disconnect" not in srv.output() and time.monotonic() < deadline:
+    # print() may write its pieces separately: wait for the whole line
+    while "disconnect 0 127.0.0.1 int" not in srv.output() and time.monotonic() < deadline:
         time.sleep(0.05)
     out = srv.output()
     assert "connect 0 127.0.0.1 int" in out
@@ -219,7 +220,7 @@ def test_disconnect_hook_of_a_session_that_ran_nothing(child):
     psycopg.connect(dsn(srv.port)).close()
     import time
     deadline = time.monotonic() + 5
-    while "bye" not in srv.output() and time.monotonic() < deadline:
+    while "bye 0 127.0.0.1 True" not in srv.output() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "bye 0 127.0.0.1 True" in srv.output()
 
