@@ -1120,6 +1120,19 @@ static void statement_hash_name(const char *sql, const uint32_t *types, uint16_t
     snprintf(out, 24, "rq%016llx", (unsigned long long)h);
 }
 
+/* An extended-protocol message failed with err.  While answers are still
+ * due from an upstream the error must not overtake them: drop it and wait,
+ * and the message comes back and fails again in its turn.  Otherwise the
+ * caller reports err. */
+static SessStatus ext_failed(Session *s, RqError *err)
+{
+    if (relay_busy(s)) {
+        rq_error_free(err);
+        return wait_for_relay(s);
+    }
+    return SESS_OK;
+}
+
 /* Drivers in extended mode send the same unnamed Parse before every
  * execution (pgbench -M extended, JDBC before its prepare threshold).  When
  * the unnamed statement already holds that text and those types for the
@@ -1137,12 +1150,7 @@ static int reparse_unnamed(Session *s, const WireParse *m, const Target *t, cons
         if (old->decl_types[i] != wire_oid_at(m->types, i)) return 0;
     old->target = *t;
     if (check_sticky(s, t, err) < 0) {
-        if (relay_busy(s)) {
-            rq_error_free(err);
-            *st = wait_for_relay(s);
-        } else {
-            *st = SESS_OK;
-        }
+        *st = ext_failed(s, err);
         return 1;
     }
     *st = relay_message(s, t->index, 'P', body, len, old);
@@ -1155,31 +1163,24 @@ static SessStatus handle_parse(Session *s, const uint8_t *body, size_t len, RqEr
     WireParse m;
     Target t;
     if (wire_decode_parse(body, len, &m, err) < 0) return SESS_CLOSE;
+    int show = admin_is_show(m.query);
     /* pure proxying: the route needs no parse tree, only the session */
-    int proxy_only = !needs_parse(s) && !s->cursors && !admin_is_show(m.query);
+    int proxy_only = !show && !needs_parse(s) && !s->cursors;
     if (proxy_only) {
-        if (decide(s, NULL, &t, err) < 0) {
-            if (relay_busy(s)) {
-                rq_error_free(err);
-                return wait_for_relay(s);
-            }
-            return SESS_OK;
-        }
+        if (decide(s, NULL, &t, err) < 0) return ext_failed(s, err);
         SessStatus st;
         if (!m.name[0] && reparse_unnamed(s, &m, &t, body, len, &st, err)) return st;
     }
     Prepared *p = xcalloc(1, sizeof *p);
     p->refs = 1;
     int parsed = 0;
-    if (proxy_only) {
-        /* decided above */
-    } else if (admin_is_show(m.query)) {
+    if (show) {
         /* the gateway's own views, whatever the routes say (as in the
          * simple protocol: drivers prepare what they run repeatedly) */
         parsed = route_parse(m.query, &p->parse, err) == 0;
         if (!parsed) goto fail;
         t = (Target){ .kind = TARGET_LOCAL, .index = -1, .route = -1 };
-    } else {
+    } else if (!proxy_only) {
         parsed = route_parse(m.query, &p->parse, err) == 0;
         if (!parsed) {
             RqError e2 = {0};
@@ -1272,11 +1273,7 @@ wait:
     return wait_for_relay(s);
 fail:
     prepared_unref(p);
-    if (relay_busy(s)) {
-        rq_error_free(err);
-        return wait_for_relay(s);
-    }
-    return SESS_OK;     /* err is set: the caller reports it */
+    return ext_failed(s, err);
 }
 
 static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
@@ -1353,8 +1350,10 @@ static int bind_local(Session *s, const WireBind *m, Prepared *ps, RqError *err)
 /* A portal record for a relayed Bind: only where later messages go. */
 static void bind_relayed(Session *s, const char *portal, Prepared *ps)
 {
+    /* a portal of an upstream statement is only this record: the same
+     * statement bound again leaves it as it is */
     Portal *old = find_portal(s, portal);
-    if (old && old->ps == ps && !old->params && !old->pq && !old->cop && !old->formats) return;
+    if (old && old->ps == ps) return;
     drop_portal(s, portal);
     Portal *p = xcalloc(1, sizeof *p);
     p->name = xstrdup(portal);
@@ -1377,10 +1376,7 @@ static SessStatus handle_bind(Session *s, const uint8_t *body, size_t len, RqErr
     }
     Prepared *ps = find_stmt(s, m.stmt);
     if (ps && ps->target.kind == TARGET_UPSTREAM) {
-        if (check_sticky(s, &ps->target, err) < 0) {
-            if (relay_busy(s)) { rq_error_free(err); return wait_for_relay(s); }
-            return SESS_OK;
-        }
+        if (check_sticky(s, &ps->target, err) < 0) return ext_failed(s, err);
         SessStatus st = relay_message(s, ps->target.index, 'B', body, len, ps);
         if (st == SESS_OK) {
             s->batch_upstream = 1;
