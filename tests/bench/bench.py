@@ -234,26 +234,24 @@ def proxy_section(cluster, procs):
     targets = [("direct", cluster.port, None), ("pgbouncer", bport, bpid), ("riffq", rport, riffq.pid)]
     scripts = [("-S", ["-S"])] if os.environ.get("BENCH_QUICK") else [("-S", ["-S"]), ("tpcb", [])]
     rows = []
-    for sname, sargs in scripts:
-        for mode in ("simple", "extended", "prepared"):
-            for c in CLIENTS:
-                if c > 1 and c > 256:
-                    continue
-                args = sargs + ["-M", mode, "-c", str(c), "-j", str(min(c, 2))]
-                res = {t: [] for t, _, _ in targets}
-                for _ in range(REPEAT):
-                    for t, port, pid in targets:
-                        res[t].append(pgbench(port, args, pid))
-                rows.append((f"{sname} -M {mode} -c {c}", res))
-                print_row(rows[-1], flush=True)
-        # new connection per transaction
-        args = sargs + ["-C", "-M", "simple", "-c", "16", "-j", "2"]
+
+    def measure(name, args):
+        """REPEAT interleaved rounds over the three targets, then its row."""
         res = {t: [] for t, _, _ in targets}
         for _ in range(REPEAT):
             for t, port, pid in targets:
                 res[t].append(pgbench(port, args, pid))
-        rows.append((f"{sname} -C -M simple -c 16", res))
+        rows.append((name, res))
         print_row(rows[-1], flush=True)
+
+    for sname, sargs in scripts:
+        for mode in ("simple", "extended", "prepared"):
+            for c in CLIENTS:
+                if c > 256:
+                    continue
+                measure(f"{sname} -M {mode} -c {c}", sargs + ["-M", mode, "-c", str(c), "-j", str(min(c, 2))])
+        # new connection per transaction
+        measure(f"{sname} -C -M simple -c 16", sargs + ["-C", "-M", "simple", "-c", "16", "-j", "2"])
     print()
     print_table(rows)
     idle_memory(riffq, rport)
