@@ -494,19 +494,25 @@ START_TEST(test_wait_queue)
 }
 END_TEST
 
-START_TEST(test_wait_timeout)
+/* A pool of one connection with a 300 ms wait timeout, held by a. */
+static void t_init_held(T *t, Client *a)
 {
-    T t;
     UpPoolOpts o = opts_default();
     o.pool_size = 1;
     o.min_pool_size = 1;        /* connected before anyone waits: slow hosts */
     o.wait_timeout_ms = 300;
-    t_init(&t, conninfo(NULL), &o);
+    t_init(t, conninfo(NULL), &o);
+    client_init(a, t);
+    RUN_UNTIL(t, stats(t).idle == 1, 10000);
+    acquire_ok(a);
+}
+
+START_TEST(test_wait_timeout)
+{
+    T t;
     Client a, b;
-    client_init(&a, &t);
+    t_init_held(&t, &a);
     client_init(&b, &t);
-    RUN_UNTIL(&t, stats(&t).idle == 1, 10000);
-    acquire_ok(&a);
     uint64_t t0 = uv_hrtime();
     ck_assert_ptr_nonnull(acquire(&b, "postgres", "postgres"));
     RUN_UNTIL(&t, b.done, 5000);
@@ -528,18 +534,11 @@ END_TEST
 START_TEST(test_wait_timeout_staggered)
 {
     T t;
-    UpPoolOpts o = opts_default();
-    o.pool_size = 1;
-    o.min_pool_size = 1;
-    o.wait_timeout_ms = 300;
-    t_init(&t, conninfo(NULL), &o);
     Client a, b, c, d;
-    client_init(&a, &t);
+    t_init_held(&t, &a);
     client_init(&b, &t);
     client_init(&c, &t);
     client_init(&d, &t);
-    RUN_UNTIL(&t, stats(&t).idle == 1, 10000);
-    acquire_ok(&a);
     uint64_t t0 = uv_hrtime();
     ck_assert_ptr_nonnull(acquire(&b, "postgres", "postgres"));
     run_for(&t, 150);

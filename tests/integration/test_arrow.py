@@ -240,21 +240,28 @@ def _fill_array(out, a, kind="arrays"):
     LEDGER["arrays"] += 1
 
 
-@ARRAY_RELEASE
-def _release_array(p):
-    a = p.contents
-    keep = _live.pop(a.private_data or 0, None)
+def _release_node(p, released, counter):
+    """The release callback of an ArrowArray or ArrowSchema: release the
+    children and the dictionary, then mark the node released (released is
+    the NULL callback of its type); a second call is counted as an error."""
+    node = p.contents
+    keep = _live.pop(node.private_data or 0, None)
     if keep is None:
         LEDGER["double_releases"] += 1
         return
-    for i in range(a.n_children):
-        ch = a.children[i]
+    for i in range(node.n_children):
+        ch = node.children[i]
         if ch.contents.release:
             ch.contents.release(ch)
-    if a.dictionary and a.dictionary.contents.release:
-        a.dictionary.contents.release(a.dictionary)
-    a.release = ARRAY_RELEASE()
-    LEDGER["arrays_released"] += 1
+    if node.dictionary and node.dictionary.contents.release:
+        node.dictionary.contents.release(node.dictionary)
+    node.release = released
+    LEDGER[counter] += 1
+
+
+@ARRAY_RELEASE
+def _release_array(p):
+    _release_node(p, ARRAY_RELEASE(), "arrays_released")
 
 
 class Batch:
@@ -318,19 +325,7 @@ def _fill_schema(out, fmt, name, children=(), dictionary=None, flags=2):
 
 @SCHEMA_RELEASE
 def _release_schema(p):
-    s = p.contents
-    keep = _live.pop(s.private_data or 0, None)
-    if keep is None:
-        LEDGER["double_releases"] += 1
-        return
-    for i in range(s.n_children):
-        ch = s.children[i]
-        if ch.contents.release:
-            ch.contents.release(ch)
-    if s.dictionary and s.dictionary.contents.release:
-        s.dictionary.contents.release(s.dictionary)
-    s.release = SCHEMA_RELEASE()
-    LEDGER["schemas_released"] += 1
+    _release_node(p, SCHEMA_RELEASE(), "schemas_released")
 
 # ---- streams ----
 

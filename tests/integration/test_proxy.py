@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 import harness
-from harness import PASSWORD, USER
+from harness import (PASSWORD, SYNC, USER, bind_msg, describe_msg, execute_msg, parse_msg,
+                     parse_param_description, parse_row_description, rows_of, types_of)
 
 
 def proxy_config(port, conninfo, pool_mode="transaction", pool_size=5, routes=None, upstreams=None, **top):
@@ -440,8 +441,6 @@ def test_repeated_unnamed_parse_follows_text_and_types(proxy, schema):
     text and types repeat.  Each round must still run what the client sent:
     new text, new declared types, a Describe of the statement, and a Bind
     that names a statement the unnamed Parse replaced."""
-    from harness import (SYNC, bind_msg, describe_msg, execute_msg, parse_msg,
-                         parse_param_description, parse_row_description, rows_of, types_of)
     srv = proxy(pool_size=2)
     INT4, INT8, TEXT = 23, 20, 25
 
